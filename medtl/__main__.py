@@ -1,0 +1,3 @@
+from medtl.cli import main
+
+raise SystemExit(main())

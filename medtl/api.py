@@ -1,0 +1,115 @@
+"""The Python API for notebooks and scripts; the CLI is a thin layer over these functions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medtl.config import ExperimentConfig, PreprocessConfig, load_config
+
+
+def _quiet_libraries() -> None:
+    """MONAI and MLflow chatter on import; users see medtl's own messages instead."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="monai")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+_quiet_libraries()
+
+
+def input_spec(backbone: str = "efficientnet_lite0", size: int | None = None):  # noqa: ANN201
+    """The backbone's input specification, read from its weights' metadata."""
+    from medtl.models.registry import get_backbone
+
+    return get_backbone(backbone).weights.input_spec().with_size(size)
+
+
+def load_scan(path: str | Path, backbone: str = "efficientnet_lite0", preprocess: PreprocessConfig | dict | None = None) -> tuple[Any, Any]:
+    """A scan as the backbone will see it: ``(tensor (C, H, W), ScanInfo)``."""
+    from medtl.data.transforms import preprocess_scan
+
+    pp = preprocess if isinstance(preprocess, PreprocessConfig) else PreprocessConfig.model_validate(preprocess or {})
+    return preprocess_scan(path, input_spec(backbone, pp.size), pp)
+
+
+def inspect_scan(path: str | Path, backbone: str = "efficientnet_lite0", preprocess: PreprocessConfig | dict | None = None) -> dict[str, Any]:
+    """What ``medtl inspect`` prints for one scan (never a patient identifier)."""
+    from medtl.data.readers import read_scan
+
+    raw, info = read_scan(path)
+    x, _ = load_scan(path, backbone, preprocess)
+    spec = input_spec(backbone, getattr(preprocess, "size", None) if preprocess is not None else None)
+    arr = np.asarray(raw, dtype=np.float64)
+    return {
+        "path": str(path), "kind": info.kind, "modality": info.modality, "photometric": info.photometric,
+        "transfer_syntax": info.transfer_syntax, "raw_shape": list(info.raw_shape), "spacing": info.spacing,
+        "orientation": info.orientation, "frames": info.frames, "in_hu": info.in_hu,
+        "value_range": [float(np.nanmin(arr)), float(np.nanmax(arr))],
+        "backbone": backbone, "input_shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch."),
+        "input_mean": float(x.mean()), "input_std": float(x.std()),
+        "spec": {"size": spec.size, "mean": list(spec.mean), "std": list(spec.std), "interpolation": spec.interpolation,
+                 "source": spec.source},
+        "header": info.header,
+    }
+
+
+def curate(manifest: str | Path, out: str | Path, seed: int = 0, **kwargs: Any):  # noqa: ANN201
+    from medtl.data.curate import curate as _curate
+
+    return _curate(manifest, out, seed=seed, **kwargs)
+
+
+def compare(config: str | Path | dict | ExperimentConfig, overrides: list[str] | None = None, resume: bool = False,
+            tracking_uri: str | None = None, track: bool = True):  # noqa: ANN201
+    """Run a comparison (every strategy, same splits and seeds), tracked in MLflow unless ``track=False``."""
+    from medtl.compare import NullTracker, compare as _compare
+
+    cfg = config if isinstance(config, ExperimentConfig) else load_config(config, overrides)
+    tracker: Any = NullTracker()
+    if track:
+        from medtl.tracking.tracker import MlflowTracker
+
+        tracker = MlflowTracker(tracking_uri, register=cfg.tracking.register_best)
+    return _compare(cfg, tracker, resume=resume)
+
+
+def load_model(uri: str):  # noqa: ANN201
+    """A registered or logged model (any MLflow model URI) with its own preprocessing."""
+    from medtl.tracking.store import connect
+    from medtl.tracking.tracker import load_classifier
+
+    connect()
+    return load_classifier(uri)
+
+
+def predict(uri: str, paths: list[str | Path]) -> pd.DataFrame:
+    """One row per scan: path, probability per class, predicted label."""
+    clf = load_model(uri)
+    probs = clf.predict_proba([str(p) for p in paths])
+    df = pd.DataFrame(probs, columns=[f"p_{c}" for c in clf.classes])
+    df.insert(0, "path", [str(p) for p in paths])
+    from medtl.metrics.classification import predicted_labels
+
+    df["label"] = [clf.classes[i] for i in predicted_labels(probs)] if len(probs) else []
+    return df
+
+
+def demo(out: str | Path = "medtl-demo", tracking_uri: str | None = None):  # noqa: ANN201
+    """Write the demo data, curate it and run the frozen-vs-fine-tuned comparison."""
+    from medtl.demo import write_demo
+
+    cfg_path = write_demo(out)
+    return compare(cfg_path, tracking_uri=tracking_uri)

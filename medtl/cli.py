@@ -1,0 +1,186 @@
+"""``medtl`` command line (INTERFACE.md): a thin layer over ``medtl.api``.
+
+On bad input: one line on stderr naming the file or setting and the problem; exit 2 for usage
+and config, 1 for data and runtime; a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+from medtl import __version__
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        sys.stderr.write(f"medtl: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, tuple) and len(v) == 2:
+        return f"[{v[0]:.3f}, {v[1]:.3f}]"
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def print_table(df: Any, title: str | None = None) -> None:
+    """A rich table on a terminal; plain aligned text otherwise (logs, CI)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for c in df.columns:
+        table.add_column(str(c), justify="left" if c in ("strategy", "path", "label") else "right")
+    for row in df.itertuples(index=False):
+        table.add_row(*[_fmt(v) for v in row])
+    Console(width=max(100, min(220, 20 * len(df.columns)))).print(table)
+
+
+def _comparison_table(comp: Any) -> Any:
+    t = comp.table()
+    cols = ["strategy", "seeds", "val_auc", "test_auc", "test_auc_ci", "test_acc", "test_acc_ci"]
+    cols += [c for c in t.columns if c.endswith("_std")]
+    cols += [c for c in t.columns if c.startswith(("test_auc.", "test_acc."))] + ["minutes"]
+    return t[[c for c in cols if c in t.columns]]
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from medtl import api
+
+    comp = api.demo(a.out)
+    print_table(_comparison_table(comp), "medtl demo: frozen vs fine-tuned (test set, 95% bootstrap CI)")
+    reg = comp.registry
+    if reg:
+        print(f"registered {reg['name']} v{reg['version']} as '{reg['alias']}' ({reg['reason']})")
+        print(f"try: medtl predict models:/{reg['name']}@champion {Path(a.out) / 'data' / 'scanner_a'}/<file>.dcm")
+    print(comp.run_id)
+    return 0
+
+
+def cmd_inspect(a: argparse.Namespace) -> int:
+    from medtl import api
+    from medtl.errors import MedtlError
+
+    failed = 0
+    results = []
+    for p in a.paths:
+        try:
+            results.append(api.inspect_scan(p, a.backbone))
+        except MedtlError as e:
+            failed += 1
+            sys.stderr.write(f"medtl: error: {e}\n")
+    if a.json:
+        print(json.dumps(results if len(a.paths) > 1 else (results[0] if results else {}), indent=2, default=str))
+    else:
+        for r in results:
+            print(f"{r['path']}\n  {r['kind']} {r['modality'] or ''} {r['photometric'] or ''} raw {tuple(r['raw_shape'])} "
+                  f"spacing {r['spacing']} orientation {r['orientation']} range {r['value_range']}"
+                  + (f"\n  transfer syntax {r['transfer_syntax']}" if r["transfer_syntax"] else "")
+                  + f"\n  -> {r['backbone']}: {tuple(r['input_shape'])} {r['dtype']} mean {r['input_mean']:.3f} std {r['input_std']:.3f}")
+    return 1 if failed else 0
+
+
+def cmd_curate(a: argparse.Namespace) -> int:
+    from medtl import api
+
+    r = api.curate(a.manifest, a.out, seed=a.seed)
+    print(f"kept {len(r.manifest)} rows, quarantined {len(r.quarantine)}; "
+          f"{len(r.duplicates)} duplicate group(s); {len(r.leaking_patients)} patient(s) across splits")
+    print(f"wrote {Path(a.out) / 'manifest.csv'}, {Path(a.out) / 'quarantine.csv'}, {Path(a.out) / 'report.md'}")
+    return 0
+
+
+def cmd_compare(a: argparse.Namespace) -> int:
+    from medtl import api
+
+    comp = api.compare(a.config, a.set, resume=a.resume)
+    print_table(_comparison_table(comp), f"{comp.config.name}: test set, 95% bootstrap CI")
+    if comp.registry:
+        r = comp.registry
+        print(f"registered {r['name']} v{r['version']} as '{r['alias']}' ({r['reason']})")
+    print(comp.run_id)
+    return 0
+
+
+def cmd_predict(a: argparse.Namespace) -> int:
+    from medtl import api
+
+    df = api.predict(a.model_uri, a.paths)
+    if a.json:
+        prob_cols = [c for c in df.columns if c.startswith("p_")]
+        out = [{"path": r["path"], "probabilities": {c[2:]: float(r[c]) for c in prob_cols}, "label": r["label"]}
+               for _, r in df.iterrows()]
+        print(json.dumps(out, indent=2))
+    else:
+        print_table(df)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="medtl", description="Transfer learning and domain adaptation for medical images.")
+    p.add_argument("--version", action="version", version=f"medtl {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    d = sub.add_parser("demo", help="offline end-to-end demo: synthetic DICOM/NIfTI, frozen vs fine-tuned, MLflow")
+    d.add_argument("--out", default="medtl-demo", help="folder for the demo's data (default: medtl-demo)")
+    d.set_defaults(func=cmd_demo)
+
+    i = sub.add_parser("inspect", help="what a scan is and what the backbone will receive")
+    i.add_argument("paths", nargs="+")
+    i.add_argument("--backbone", default="efficientnet_lite0")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_inspect)
+
+    c = sub.add_parser("curate", help="validate a manifest, quarantine bad rows, split by patient")
+    c.add_argument("manifest")
+    c.add_argument("--out", required=True)
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=cmd_curate)
+
+    m = sub.add_parser("compare", help="run every strategy of a config, tracked in MLflow")
+    m.add_argument("config")
+    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    m.add_argument("--resume", action="store_true", help="continue an interrupted comparison of the same config")
+    m.set_defaults(func=cmd_compare)
+
+    r = sub.add_parser("predict", help="class probabilities for scans from any MLflow model URI")
+    r.add_argument("model_uri")
+    r.add_argument("paths", nargs="+")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(func=cmd_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    from medtl.errors import MedtlError
+
+    try:
+        return int(args.func(args) or 0)
+    except MedtlError as e:
+        if args.debug:
+            traceback.print_exc()
+        sys.stderr.write(f"medtl: error: {e}\n")
+        return e.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("medtl: interrupted\n")
+        return 130
+    except Exception as e:  # noqa: BLE001 - never a bare traceback for a user
+        if args.debug:
+            traceback.print_exc()
+        sys.stderr.write(f"medtl: error: {type(e).__name__}: {' '.join(str(e).split())[:300]} (rerun with --debug for the traceback)\n")
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,228 @@
+"""Experiment configuration: one validated tree, read from YAML, with ``--set`` overrides.
+
+Unknown keys are errors (INTERFACE.md), so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medtl.errors import ConfigError
+
+StrategyKind = Literal["frozen", "progressive", "full", "lp-ft", "surgical", "scratch"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class DataConfig(_Strict):
+    """Where the scans come from and which domains are source and target."""
+
+    manifest: Path | None = None
+    npz: Path | None = None
+    source_domains: list[str] | None = None
+    target_domains: list[str] | None = None
+    # cap on rows per split, taken with a seeded stratified draw (for CPU-sized runs); stated in runs
+    subset: dict[Literal["train", "val", "test"], int] | None = None
+    cache: Literal["memory", "disk", "none"] = "memory"
+    cache_dir: Path | None = None
+    num_workers: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.manifest is None) == (self.npz is None):
+            raise ValueError("give exactly one of data.manifest or data.npz")
+        return self
+
+
+class WindowConfig(_Strict):
+    level: float
+    width: float = Field(gt=0)
+
+
+class PreprocessConfig(_Strict):
+    """How a scan becomes a 2D backbone input; the backbone's weights fix size, mean and std."""
+
+    intensity: Literal["auto", "window", "percentile", "fixed"] = "auto"
+    # for files that do not say (NIfTI, plain images): e.g. CT for NIfTI volumes stored in HU
+    assume_modality: str | None = None
+    window: str | WindowConfig = "soft_tissue"
+    percentiles: tuple[float, float] = (0.5, 99.5)
+    nonfinite: Literal["error", "fill"] = "error"
+    slice_rule: Literal["middle", "index", "2.5d", "mip"] = "middle"
+    slice_index: int | None = None
+    slice_axis: Literal["auto", "axial", "coronal", "sagittal"] = "auto"
+    volume_index: int = Field(default=0, ge=0)
+    # None: the size from the backbone's weights metadata. Set only to trade accuracy for CPU time.
+    size: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _index_rule(self) -> PreprocessConfig:
+        if self.slice_rule == "index" and self.slice_index is None:
+            raise ValueError("preprocess.slice_rule 'index' needs preprocess.slice_index")
+        return self
+
+
+class BackboneConfig(_Strict):
+    name: str = "efficientnet_lite0"
+    weights: Literal["imagenet", "none"] = "imagenet"
+
+
+class StrategyConfig(_Strict):
+    """One arm of the comparison. ``kind`` defaults to ``name``."""
+
+    name: str
+    kind: StrategyKind | None = None
+    epochs: int | None = Field(default=None, ge=1)
+    lr: float | None = Field(default=None, gt=0)
+    head: Literal["linear", "mlp"] = "linear"
+    layer: str | None = None  # frozen: which layer group's pooled output feeds the head
+    unfreeze_every: int = Field(default=1, ge=1)  # progressive: epochs between unfreezes
+    lr_factor: float = Field(default=2.6, gt=0)  # progressive: ULMFiT's per-group divisor
+    warmup_epochs: float = Field(default=0.5, ge=0)  # linear warm-up after each unfreeze
+    groups: list[str] = Field(default_factory=list)  # surgical: groups trained beside the head
+    probe_epochs: int = Field(default=10, ge=1)  # lp-ft: linear-probe epochs on cached features
+    ft_lr_scale: float = Field(default=0.1, gt=0)  # lp-ft: fine-tuning rate = lr * this
+    train_bn: bool = False  # keep batch-norm of frozen groups in train mode
+
+    @model_validator(mode="after")
+    def _default_kind(self) -> StrategyConfig:
+        if self.kind is None:
+            if self.name not in StrategyKind.__args__:  # type: ignore[attr-defined]
+                raise ValueError(
+                    f"strategy '{self.name}' needs a kind (one of {', '.join(StrategyKind.__args__)})"  # type: ignore[attr-defined]
+                )
+            self.kind = self.name  # type: ignore[assignment]
+        if self.kind == "surgical" and not self.groups:
+            raise ValueError(f"strategy '{self.name}' is surgical and needs 'groups'")
+        return self
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(default=1e-3, gt=0)
+    head_lr: float = Field(default=1e-2, gt=0)  # heads on cached features learn faster
+    weight_decay: float = Field(default=1e-4, ge=0)
+    momentum: float = 0.9
+    schedule: Literal["cosine", "onecycle", "constant"] = "cosine"
+    seed: int = 0
+    seeds: list[int] | None = None
+    class_weighting: Literal["none", "balanced"] = "balanced"
+    patience: int | None = Field(default=None, ge=1)  # early stopping on val AUC; None: off
+    augment: list[dict[str, Any]] = Field(default_factory=list)  # MONAI random transforms by name
+    device: str = "auto"
+    amp: bool = True  # only on CUDA
+    channels_last: bool = True  # only on CUDA
+    bootstrap: int = Field(default=1000, ge=0)
+
+    @property
+    def all_seeds(self) -> list[int]:
+        return list(self.seeds) if self.seeds else [self.seed]
+
+
+class TrackingConfig(_Strict):
+    experiment: str = "medtl"
+    model_name: str = "medtl-model"
+    register_best: bool = True  # register the best strategy's model under model_name
+
+
+class ExperimentConfig(_Strict):
+    name: str = "comparison"
+    data: DataConfig
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    strategies: list[StrategyConfig] = Field(
+        default_factory=lambda: [StrategyConfig(name="frozen"), StrategyConfig(name="full")]
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("strategies")
+    @classmethod
+    def _unique_names(cls, v: list[StrategyConfig]) -> list[StrategyConfig]:
+        names = [s.name for s in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"strategy names must be unique, got {names}")
+        if not v:
+            raise ValueError("at least one strategy is needed")
+        return v
+
+    def flat(self) -> dict[str, str]:
+        """Dotted key -> value, as logged to MLflow params."""
+        return flatten(self.model_dump(mode="json"))
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+    elif isinstance(tree, list) and tree and all(isinstance(x, dict) and "name" in x for x in tree):
+        for x in tree:
+            out.update(flatten({k: v for k, v in x.items() if k != "name"}, f"{prefix}{x['name']}."))
+    else:
+        out[prefix[:-1]] = str(tree)
+    return out
+
+
+def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node: Any = tree
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):  # strategies.<name>.field
+            match = [s for s in node if isinstance(s, dict) and s.get("name") == part]
+            if not match:
+                raise ConfigError(f"--set {key}", f"no list entry named '{part}'")
+            node = match[0]
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"--set {key}", f"'{'.'.join(parts[: i + 1])}' is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(
+    source: str | Path | dict[str, Any], overrides: list[str] | None = None
+) -> ExperimentConfig:
+    """Read and validate a config; relative data paths resolve against the config's folder."""
+    base = Path.cwd()
+    if isinstance(source, dict):
+        tree = yaml.safe_load(yaml.safe_dump(source))  # deep copy with YAML types
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(path, "config file not found")
+        try:
+            tree = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(path, f"not valid YAML ({str(e).splitlines()[0]})") from None
+        if not isinstance(tree, dict):
+            raise ConfigError(path, "a config must be a YAML mapping of sections")
+        base = path.resolve().parent
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item}", "expected key=value")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    try:
+        cfg = ExperimentConfig.model_validate(tree)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        subject = f"{source}: {where}" if not isinstance(source, dict) else where
+        raise ConfigError(subject, msg) from None
+    for attr in ("manifest", "npz", "cache_dir"):
+        p = getattr(cfg.data, attr)
+        if p is not None and not p.is_absolute():
+            setattr(cfg.data, attr, (base / p).resolve())
+    return cfg

@@ -1,0 +1,142 @@
+"""Datasets for training: rows from a curated manifest or a MedMNIST ``.npz``, cached by MONAI.
+
+Items are dicts ``{"image": path or array, "label": int, "patient": hashed id, "domain": str,
+"path": str}``. Deterministic transforms are cached (MONAI ``CacheDataset`` in memory or
+``PersistentDataset`` on disk); random augmentations run after the cache, every epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.data import CacheDataset, Dataset, PersistentDataset
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader
+
+from medtl.config import DataConfig
+from medtl.data.manifest import SPLITS, class_names, data_fingerprint, read_manifest
+from medtl.errors import DataError
+from medtl.hashing import file_sha256, json_sha256
+
+Item = dict[str, Any]
+
+
+@dataclass
+class DataBundle:
+    classes: list[str]
+    splits: dict[str, list[Item]]
+    fingerprint: str  # changes when any row, label, split or file changes
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+    def domains(self) -> list[str]:
+        return sorted({it["domain"] for items in self.splits.values() for it in items})
+
+
+def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
+    bundle = _from_npz(cfg.npz) if cfg.npz is not None else _from_manifest(cfg.manifest)  # type: ignore[arg-type]
+    known = set(bundle.domains())
+    for key in ("source_domains", "target_domains"):
+        unknown = sorted(set(getattr(cfg, key) or []) - known)
+        if unknown:
+            raise DataError(f"data.{key}", f"unknown domain(s) {unknown} (present: {sorted(known)})")
+    if cfg.source_domains:  # training and model selection see source domains only
+        for split in ("train", "val"):
+            bundle.splits[split] = [it for it in bundle.splits[split] if it["domain"] in cfg.source_domains]
+        bundle.notes.append(f"train/val restricted to source domains {cfg.source_domains}")
+    if cfg.subset:
+        for split, n in cfg.subset.items():
+            before = len(bundle.splits[split])
+            bundle.splits[split] = stratified_subset(bundle.splits[split], n, seed)
+            bundle.notes.append(f"{split}: stratified subset of {len(bundle.splits[split])} of {before} (seed {seed})")
+        bundle.fingerprint = json_sha256([bundle.fingerprint, cfg.subset, seed])
+    for split in SPLITS:
+        if not bundle.splits[split]:
+            raise DataError(bundle.source, f"the {split} split is empty")
+    return bundle
+
+
+def stratified_subset(items: list[Item], n: int, seed: int) -> list[Item]:
+    if n >= len(items):
+        return items
+    labels = [it["label"] for it in items]
+    idx = np.arange(len(items))
+    try:
+        keep, _ = train_test_split(idx, train_size=n, stratify=labels, random_state=seed)
+    except ValueError:  # a class too rare to stratify
+        keep, _ = train_test_split(idx, train_size=n, random_state=seed)
+    return [items[i] for i in sorted(keep)]
+
+
+def _from_manifest(path: Path) -> DataBundle:
+    df = read_manifest(path, require_split=True)
+    classes = class_names(df["label"])
+    index = {c: i for i, c in enumerate(classes)}
+    splits: dict[str, list[Item]] = {s: [] for s in SPLITS}
+    for row in df.itertuples(index=False):
+        splits[row.split].append({"image": row.path, "label": index[str(row.label)], "patient": row.patient_id,
+                                  "domain": row.domain, "path": row.path})
+    return DataBundle(classes, splits, data_fingerprint(df), str(path))
+
+
+def _from_npz(path: Path) -> DataBundle:
+    """MedMNIST layout: {train,val,test}_{images,labels}; official splits kept, no patient ids."""
+    if not Path(path).is_file():
+        raise DataError(path, "npz file not found")
+    try:
+        z = np.load(path)
+        arrays = {s: (z[f"{s}_images"], np.asarray(z[f"{s}_labels"]).reshape(-1)) for s in SPLITS}
+    except KeyError as e:
+        raise DataError(path, f"not a MedMNIST npz (missing {e})") from None
+    except Exception as e:  # noqa: BLE001
+        raise DataError(path, f"unreadable npz ({' '.join(str(e).split())[:120]})") from None
+    labels = sorted({int(v) for _, (_, y) in arrays.items() for v in y})
+    classes = [str(v) for v in range(max(labels) + 1)]
+    splits = {
+        s: [{"image": img, "label": int(lab), "patient": f"{s}-{i}", "domain": "clean", "path": f"{Path(path).name}#{s}/{i}"}
+            for i, (img, lab) in enumerate(zip(imgs, ys))]
+        for s, (imgs, ys) in arrays.items()
+    }
+    return DataBundle(classes, splits, file_sha256(path), str(path))
+
+
+def image_dataset(items: list[Item], transform: Any, cache: str = "memory", cache_dir: Path | None = None) -> Dataset:
+    if cache == "memory":
+        return CacheDataset(items, transform, num_workers=None, progress=False, copy_cache=False)
+    if cache == "disk":
+        folder = Path(cache_dir or ".medtl/cache/images")
+        folder.mkdir(parents=True, exist_ok=True)
+        return PersistentDataset(items, transform, cache_dir=folder)
+    return Dataset(items, transform)
+
+
+def loader(ds: Any, batch_size: int, shuffle: bool, num_workers: int = 0, seed: int = 0) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=gen,
+                      collate_fn=_collate, persistent_workers=False, pin_memory=torch.cuda.is_available())
+
+
+def _collate(batch: list[Item]) -> dict[str, Any]:
+    """Images and labels as tensors; everything else (paths, domains, patients) as lists."""
+    out: dict[str, Any] = {"image": torch.stack([b["image"] for b in batch]),
+                           "label": torch.as_tensor([b["label"] for b in batch], dtype=torch.long)}
+    for k in batch[0]:
+        if k not in out:
+            out[k] = [b[k] for b in batch]
+    return out
+
+
+def class_weights(items: list[Item], num_classes: int) -> torch.Tensor:
+    """'balanced' weights (n / (k * count)), as scikit-learn computes them."""
+    counts = np.bincount([it["label"] for it in items], minlength=num_classes).astype(float)
+    counts[counts == 0] = 1.0
+    return torch.as_tensor(len(items) / (num_classes * counts), dtype=torch.float32)
+
+
+def to_frame(items: list[Item]) -> pd.DataFrame:
+    return pd.DataFrame([{k: v for k, v in it.items() if k != "image"} for it in items])

@@ -1,0 +1,245 @@
+"""The one training loop: every strategy is a ``Schedule`` it reads, never a copy of it.
+
+Per epoch it freezes and unfreezes groups (``requires_grad`` off and eval mode, so frozen
+parameters and batch-norm statistics stay bit-identical), sets each group's learning rate from
+the schedule (base rate x warm-up since its unfreeze x the cosine/one-cycle shape), trains,
+validates (AUC with MedMNIST's definition), keeps a real copy of the best weights, stops early on
+validation AUC, and checkpoints so that a killed run resumes to the same result. Every epoch
+reseeds from (seed, epoch), which is what makes a resumed run equal an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from medtl.metrics.classification import auc_score
+from medtl.progress import track
+from medtl.training.strategies import HEAD, Schedule
+
+
+@dataclass
+class FitOptions:
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    class_weights: torch.Tensor | None = None
+    patience: int | None = None
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    amp: bool = True
+    channels_last: bool = True
+    description: str = "training"
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_auc: float
+    stopped_early: bool
+    resumed_from: int | None = None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _shape(kind: str, step: int, total: int) -> float:
+    t = min(step / max(total, 1), 1.0)
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * t))
+    if kind == "onecycle":  # 30% linear rise, then cosine to zero
+        return t / 0.3 if t < 0.3 else 0.5 * (1.0 + math.cos(math.pi * (t - 0.3) / 0.7))
+    return 1.0
+
+
+def lr_factor(schedule: Schedule, group: str, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of a group's base rate at a global step: 0 while frozen, warm-up, then the shape."""
+    start_epoch = schedule.unfreeze_epoch[group]
+    if start_epoch is None:
+        return 0.0
+    start = start_epoch * steps_per_epoch
+    if step < start:
+        return 0.0
+    warm = schedule.warmup_epochs * steps_per_epoch
+    w = min(1.0, (step - start + 1) / warm) if warm > 0 else 1.0
+    return w * _shape(schedule.shape, step, schedule.epochs * steps_per_epoch)
+
+
+def set_trainable(groups: OrderedDict[str, nn.Module], trainable: Iterable[str], train_bn: bool = False) -> None:
+    """Train mode and gradients for ``trainable`` groups; eval mode and no gradients for the rest."""
+    on = set(trainable)
+    for name, module in groups.items():
+        module.requires_grad_(name in on)
+        module.train(name in on)
+        if train_bn and name not in on:
+            for m in module.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.train()
+
+
+def _autocast(device: torch.device, enabled: bool):  # noqa: ANN202
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def predict_probs(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = True, description: str = "predicting") -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and labels over a loader, in loader order."""
+    model.eval()
+    probs, labels = [], []
+    for batch in track(loader, description, total=len(loader)):
+        x, y = _xy(batch)
+        with _autocast(device, amp):
+            logits = model(x.to(device, non_blocking=True))
+        probs.append(torch.softmax(logits.float(), dim=1).cpu())
+        labels.append(y.cpu())
+    return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def _xy(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(batch, dict):
+        return batch["image"], torch.as_tensor(batch["label"]).long()
+    return batch[0], batch[1].long()
+
+
+class Checkpointer:
+    """``last.pt`` after every epoch; everything in it loads with ``weights_only=True``."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / "last.pt"
+
+    def save(self, state: dict[str, Any]) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.path)  # never a half-written checkpoint
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.is_file():
+            return None
+        return torch.load(self.path, map_location="cpu", weights_only=True)
+
+
+def fit(
+    model: nn.Module,
+    groups: OrderedDict[str, nn.Module],
+    schedule: Schedule,
+    train_loader: DataLoader,
+    val_loader: DataLoader,
+    opts: FitOptions,
+    checkpoint: Checkpointer | None = None,
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+) -> FitResult:
+    """Train ``model`` by ``schedule``; on return the model holds its best-validation weights."""
+    device = opts.device
+    model.to(device)
+    channels_last = opts.channels_last and device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    names = [g for g in schedule.groups if g in groups]
+    param_groups = [{"params": list(groups[g].parameters()), "lr": schedule.lr[g], "name": g} for g in names]
+    if opts.optimizer == "sgd":
+        optim: torch.optim.Optimizer = torch.optim.SGD(param_groups, lr=schedule.lr[HEAD], momentum=opts.momentum, weight_decay=opts.weight_decay)
+    else:
+        optim = torch.optim.AdamW(param_groups, lr=schedule.lr[HEAD], weight_decay=opts.weight_decay)
+    steps = max(1, len(train_loader))
+    lambdas = [(lambda step, g=g: lr_factor(schedule, g, step, steps)) for g in names]
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambdas)
+    loss_fn = nn.CrossEntropyLoss(weight=None if opts.class_weights is None else opts.class_weights.to(device))
+
+    history: list[dict[str, float]] = []
+    best_state: dict[str, torch.Tensor] | None = None
+    best_auc, best_epoch, bad_epochs, start, resumed = -math.inf, -1, 0, 0, None
+    if checkpoint is not None and (state := checkpoint.load()) is not None:
+        model.load_state_dict(state["model"])
+        optim.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        best_state, best_auc, best_epoch = state["best_state"], state["best_val_auc"], state["best_epoch"]
+        bad_epochs, history = state["bad_epochs"], state["history"]
+        start = resumed = state["epoch"] + 1
+
+    stopped = False
+    for epoch in range(start, schedule.epochs):
+        if opts.patience is not None and bad_epochs >= opts.patience:
+            stopped = True
+            break
+        seed_everything(opts.seed * 1_000_003 + epoch)
+        _reseed_loader(train_loader, opts.seed * 1_000_003 + epoch)
+        trainable = schedule.trainable(epoch)
+        set_trainable(groups, trainable, schedule.train_bn)
+        total, count = 0.0, 0
+        for batch in track(train_loader, f"{opts.description} epoch {epoch + 1}/{schedule.epochs}", total=len(train_loader)):
+            x, y = _xy(batch)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device, opts.amp):
+                loss = loss_fn(model(x).float(), y)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            sched.step()
+            total += float(loss.detach()) * len(y)
+            count += len(y)
+        probs, labels = predict_probs(model, val_loader, device, opts.amp, "validating")
+        val_loss = float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels).long(),
+                                                weight=None if opts.class_weights is None else opts.class_weights.cpu()))
+        val_auc = auc_score(labels, probs)
+        row = {"epoch": float(epoch), "train_loss": total / max(count, 1), "val_loss": val_loss, "val_auc": val_auc,
+               "unfrozen_groups": float(len([g for g in trainable if g != HEAD]))}
+        for g, pg in zip(names, optim.param_groups):
+            row[f"lr.{g}"] = float(pg["lr"])
+        history.append(row)
+        if val_auc > best_auc:
+            best_auc, best_epoch, bad_epochs = val_auc, epoch, 0
+            best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        if checkpoint is not None:
+            checkpoint.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optim.state_dict(),
+                             "scheduler": sched.state_dict(), "best_state": best_state, "best_val_auc": best_auc,
+                             "best_epoch": best_epoch, "bad_epochs": bad_epochs, "history": history})
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    if channels_last:
+        model.to(memory_format=torch.contiguous_format)
+    return FitResult(history, best_epoch, float(best_auc), stopped, resumed)
+
+
+def _reseed_loader(loader: DataLoader, seed: int) -> None:
+    gen = getattr(loader, "generator", None)
+    if gen is not None:
+        gen.manual_seed(seed)
+    transform = getattr(loader.dataset, "transform", None)
+    if hasattr(transform, "set_random_state"):
+        transform.set_random_state(seed=seed % 2**32)
+
+
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
