@@ -52,6 +52,36 @@ class ArmResult:
     seconds: float
     probe: FitResult | None = None
     folder: Path | None = None
+    build: dict[str, Any] = field(default_factory=dict)  # create_model arguments that rebuild ``model``
+
+    RESULT = "result.pt"
+
+    def save(self, folder: Path) -> Path:
+        """Everything the tracker needs, on local disk; loads with ``weights_only=True``."""
+        fits = {k: None if f is None else {"history": f.history, "best_epoch": f.best_epoch, "best_val_auc": f.best_val_auc,
+                                           "stopped_early": f.stopped_early} for k, f in (("fit", self.fit), ("probe", self.probe))}
+        state = {"strategy": self.strategy, "kind": self.kind, "seed": self.seed, "val_auc": self.val_auc,
+                 "metrics": self.metrics, "test_probs": torch.as_tensor(self.test_probs),
+                 "test_labels": torch.as_tensor(self.test_labels), "test_items": self.test_items.to_dict("list"),
+                 "weights_id": self.weights_id, "weights_sha256": self.weights_sha256, "seconds": self.seconds,
+                 "build": self.build, "model": self.model.state_dict(), **fits}
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / (self.RESULT + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(folder / self.RESULT)
+        return folder / self.RESULT
+
+    @classmethod
+    def load(cls, folder: Path) -> ArmResult:
+        st = torch.load(folder / cls.RESULT, map_location="cpu", weights_only=True)
+        model, _ = create_model(st["build"]["backbone"], st["build"]["num_classes"], pretrained=False,
+                                head=st["build"]["head"], layer=st["build"]["layer"])
+        model.load_state_dict(st["model"])
+        model.eval()
+        fit_of = lambda d: None if d is None else FitResult(d["history"], d["best_epoch"], d["best_val_auc"], d["stopped_early"])  # noqa: E731
+        return cls(st["strategy"], st["kind"], st["seed"], model, fit_of(st["fit"]), st["val_auc"], st["metrics"],
+                   st["test_probs"].numpy(), st["test_labels"].numpy(), pd.DataFrame(st["test_items"]), st["weights_id"],
+                   st["weights_sha256"], st["seconds"], fit_of(st["probe"]), folder, st["build"])
 
 
 @dataclass
@@ -179,11 +209,16 @@ def _train_head_on_features(model: TransferModel, shared: _Shared, built_sha: st
 
 
 def run_arm(s: StrategyConfig, seed: int, shared: _Shared, tracker: Tracker, folder: Path) -> ArmResult:
+    """Train and evaluate one arm; a finished arm found on disk (``--resume``) is loaded, not retrained."""
+    if (folder / ArmResult.RESULT).is_file():
+        return ArmResult.load(folder)
     cfg, data, device = shared.cfg, shared.data, shared.device
     start = time.perf_counter()
     seed_everything(seed)
-    model, built = create_model(cfg.backbone.name, len(data.classes), pretrained=(s.kind != "scratch" and cfg.backbone.weights == "imagenet"),
-                                head=s.head if s.kind == "frozen" else "linear", layer=s.layer if s.kind == "frozen" else None)
+    build = {"backbone": cfg.backbone.name, "num_classes": len(data.classes),
+             "head": s.head if s.kind == "frozen" else "linear", "layer": s.layer if s.kind == "frozen" else None}
+    model, built = create_model(build["backbone"], build["num_classes"], head=build["head"], layer=build["layer"],
+                                pretrained=(s.kind != "scratch" and cfg.backbone.weights == "imagenet"))
     opts = _fit_options(cfg, data, seed, device, s.name)
     probe = None
     if s.kind == "frozen":
@@ -207,8 +242,10 @@ def run_arm(s: StrategyConfig, seed: int, shared: _Shared, tracker: Tracker, fol
     items = pd.DataFrame([{"path": it["path"], "domain": it["domain"], "patient": it["patient"]} for it in data.splits["test"]])
     metrics = summarize(labels, probs, items["domain"].tolist(), items["patient"].tolist(), "test", cfg.train.bootstrap, seed)
     metrics["val_auc"] = result.best_val_auc
-    return ArmResult(s.name, str(s.kind), seed, model, result, result.best_val_auc, metrics, probs, labels, items,
-                     built.weights_id, built.weights_sha256, time.perf_counter() - start, probe, folder)
+    arm = ArmResult(s.name, str(s.kind), seed, model, result, result.best_val_auc, metrics, probs, labels, items,
+                    built.weights_id, built.weights_sha256, time.perf_counter() - start, probe, folder, build)
+    arm.save(folder)
+    return arm
 
 
 def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool = False, workdir: Path | None = None) -> Comparison:
