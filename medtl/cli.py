@@ -44,19 +44,57 @@ def print_table(df: Any, title: str | None = None) -> None:
     Console(width=max(100, min(220, 20 * len(df.columns)))).print(table)
 
 
+def _mean_std(row: Any, key: str) -> str:
+    std = row.get(f"{key}_std")
+    return f"{row[key]:.3f}" if std is None or std != std else f"{row[key]:.3f} ± {std:.3f}"
+
+
 def _comparison_table(comp: Any) -> Any:
-    t = comp.table()
-    cols = ["strategy", "seeds", "val_auc", "test_auc", "test_auc_ci", "test_acc", "test_acc_ci"]
-    cols += [c for c in t.columns if c.endswith("_std")]
-    cols += [c for c in t.columns if c.startswith(("test_auc.", "test_acc."))] + ["minutes"]
-    return t[[c for c in cols if c in t.columns]]
+    """Strategies as rows: AUC and ACC with their 95% bootstrap intervals (mean ± std over seeds when
+    there are several), per-domain values, minutes."""
+    import pandas as pd
+
+    out = []
+    for _, r in comp.table().iterrows():
+        row = {"strategy": r["strategy"], "seeds": int(r["seeds"]), "val_auc": _mean_std(r, "val_auc")}
+        for k in ("auc", "acc"):
+            row[f"test_{k}"] = _mean_std(r, f"test_{k}")
+            row[f"test_{k}_ci"] = r[f"test_{k}_ci"]
+        row.update({c: r[c] for c in r.index if c.startswith(("test_auc.", "test_acc."))})
+        row["minutes"] = r["minutes"]
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _secondary_table(comp: Any) -> Any:
+    """Balanced accuracy, sensitivity, specificity, F1, ECE: value [95% CI] (mean ± std over seeds)."""
+    import pandas as pd
+
+    names = {"balanced_acc": "bal_acc", "sensitivity": "sens", "specificity": "spec", "f1": "f1", "ece": "ece"}
+    out = []
+    for _, r in comp.table().iterrows():
+        row = {"strategy": r["strategy"]}
+        for k, label in names.items():
+            lo, hi = r[f"test_{k}_ci"]
+            row[label] = f"{_mean_std(r, f'test_{k}')} [{lo:.3f}, {hi:.3f}]"
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def print_comparison(comp: Any, title: str) -> None:
+    print_table(_comparison_table(comp), title)
+    print_table(_secondary_table(comp), "binary: of class 1; multi-class: macro means; ECE: top-label, 15 bins")
+    sweep = comp.sweep_table()
+    if len(sweep):
+        sweep = sweep.assign(val_auc=[f"{a:.3f}" if s != s else f"{a:.3f} ± {s:.3f}" for a, s in zip(sweep["val_auc"], sweep["val_auc_std"])])
+        print_table(sweep.drop(columns="val_auc_std"), "layer sweep: frozen features of each layer group (validation AUC)")
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
     from medtl import api
 
     comp = api.demo(a.out)
-    print_table(_comparison_table(comp), "medtl demo: frozen vs fine-tuned (test set, 95% bootstrap CI)")
+    print_comparison(comp, "medtl demo: frozen vs fine-tuned (test set, 95% bootstrap CI)")
     reg = comp.registry
     if reg:
         print(f"registered {reg['name']} v{reg['version']} as '{reg['alias']}' ({reg['reason']})")
@@ -102,7 +140,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
     from medtl import api
 
     comp = api.compare(a.config, a.set, resume=a.resume)
-    print_table(_comparison_table(comp), f"{comp.config.name}: test set, 95% bootstrap CI")
+    print_comparison(comp, f"{comp.config.name}: test set, 95% bootstrap CI")
     if comp.registry:
         r = comp.registry
         print(f"registered {r['name']} v{r['version']} as '{r['alias']}' ({r['reason']})")

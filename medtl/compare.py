@@ -12,28 +12,26 @@ from __future__ import annotations
 import shutil
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from medtl.config import ExperimentConfig, StrategyConfig
+from medtl.errors import ConfigError
 from medtl.data.datasets import DataBundle, class_weights, image_dataset, load_data, loader
 from medtl.data.transforms import build_augmentations, scan_transforms
 from medtl.hashing import json_sha256
 from medtl.metrics.summary import summarize
 from medtl.models.registry import InputSpec, get_backbone
-from medtl.models.transfer import TransferModel, create_model
-from medtl.training.feature_cache import FeatureCache, feature_key
+from medtl.models.transfer import BuiltBackbone, TransferModel, build_backbone, create_model, make_head
+from medtl.training.feature_cache import Features, FeatureCache, feature_key
 from medtl.training.loop import Checkpointer, FitOptions, FitResult, fit, predict_probs, resolve_device, seed_everything
-from medtl.training.strategies import HEAD, build_schedule, probe_schedule
-
-FEATURE_KINDS = ("frozen", "lp-ft")
-
+from medtl.training.strategies import HEAD, Schedule, build_schedule, probe_schedule
 
 @dataclass
 class ArmResult:
@@ -53,6 +51,8 @@ class ArmResult:
     probe: FitResult | None = None
     folder: Path | None = None
     build: dict[str, Any] = field(default_factory=dict)  # create_model arguments that rebuild ``model``
+    # frozen arms with a layer sweep: layer -> {val_auc, val_loss, best_epoch, dim}; the chosen one is build["layer"]
+    sweep: dict[str, dict[str, float]] | None = None
 
     RESULT = "result.pt"
 
@@ -64,7 +64,7 @@ class ArmResult:
                  "metrics": self.metrics, "test_probs": torch.as_tensor(self.test_probs),
                  "test_labels": torch.as_tensor(self.test_labels), "test_items": self.test_items.to_dict("list"),
                  "weights_id": self.weights_id, "weights_sha256": self.weights_sha256, "seconds": self.seconds,
-                 "build": self.build, "model": self.model.state_dict(), **fits}
+                 "build": self.build, "sweep": self.sweep, "model": self.model.state_dict(), **fits}
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / (self.RESULT + ".tmp")
         torch.save(state, tmp)
@@ -81,7 +81,7 @@ class ArmResult:
         fit_of = lambda d: None if d is None else FitResult(d["history"], d["best_epoch"], d["best_val_auc"], d["stopped_early"])  # noqa: E731
         return cls(st["strategy"], st["kind"], st["seed"], model, fit_of(st["fit"]), st["val_auc"], st["metrics"],
                    st["test_probs"].numpy(), st["test_labels"].numpy(), pd.DataFrame(st["test_items"]), st["weights_id"],
-                   st["weights_sha256"], st["seconds"], fit_of(st["probe"]), folder, st["build"])
+                   st["weights_sha256"], st["seconds"], fit_of(st["probe"]), folder, st["build"], st.get("sweep"))
 
 
 @dataclass
@@ -96,6 +96,9 @@ class Comparison:
 
     def table(self) -> pd.DataFrame:
         return results_table(self.arms)
+
+    def sweep_table(self) -> pd.DataFrame:
+        return sweep_table(self.arms)
 
 
 class Tracker(Protocol):
@@ -116,18 +119,26 @@ class NullTracker:
     def finish(self, comparison: Comparison) -> None: ...
 
 
+TABLE_METRICS = ("auc", "acc", "balanced_acc", "sensitivity", "specificity", "f1", "ece")
+
+
 def results_table(arms: list[ArmResult]) -> pd.DataFrame:
-    """One row per strategy (mean over seeds, with the std when there are several)."""
+    """One row per strategy: each test metric's mean over seeds, its 95% bootstrap interval (per
+    seed, bounds averaged over seeds) and, with several seeds, the standard deviation over seeds."""
     rows = []
     for name in dict.fromkeys(a.strategy for a in arms):
         group = [a for a in arms if a.strategy == name]
         m = lambda k: float(np.mean([a.metrics[k] for a in group]))  # noqa: E731
-        row: dict[str, Any] = {"strategy": name, "seeds": len(group), "val_auc": float(np.mean([a.val_auc for a in group]))}
-        for k in ("auc", "acc"):
+        sd = lambda vals: float(np.std(vals, ddof=1))  # noqa: E731
+        row: dict[str, Any] = {"strategy": name, "kind": group[0].kind, "seeds": len(group),
+                               "val_auc": float(np.mean([a.val_auc for a in group]))}
+        if len(group) > 1:
+            row["val_auc_std"] = sd([a.val_auc for a in group])
+        for k in TABLE_METRICS:
             row[f"test_{k}"] = m(f"test_{k}")
             row[f"test_{k}_ci"] = (m(f"test_{k}_ci_low"), m(f"test_{k}_ci_high"))
             if len(group) > 1:
-                row[f"test_{k}_std"] = float(np.std([a.metrics[f"test_{k}"] for a in group], ddof=1))
+                row[f"test_{k}_std"] = sd([a.metrics[f"test_{k}"] for a in group])
         for key in sorted(group[0].metrics):
             if key.startswith(("test_auc.", "test_acc.")):
                 row[key] = m(key)
@@ -136,9 +147,28 @@ def results_table(arms: list[ArmResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def sweep_table(arms: list[ArmResult]) -> pd.DataFrame:
+    """Layer sweeps of ``frozen`` arms: validation AUC per layer (mean and std over seeds), and how
+    often each layer was chosen. Selection is on validation only; the test set never picks a layer."""
+    rows = []
+    for name in dict.fromkeys(a.strategy for a in arms if a.sweep):
+        group = [a for a in arms if a.strategy == name and a.sweep]
+        for layer in group[0].sweep or {}:
+            aucs = [a.sweep[layer]["val_auc"] for a in group if a.sweep and layer in a.sweep]
+            chosen = sum((a.build.get("layer") or a.model.backbone.group_names[-1]) == layer for a in group)
+            rows.append({"strategy": name, "layer": layer, "dim": int(group[0].sweep[layer]["dim"]),
+                         "val_auc": float(np.mean(aucs)), "val_auc_std": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else float("nan"),
+                         "chosen": f"{chosen}/{len(group)}"})
+    return pd.DataFrame(rows, columns=["strategy", "layer", "dim", "val_auc", "val_auc_std", "chosen"])
+
+
+def best_val_loss(r: FitResult) -> float:
+    """Validation loss at the epoch whose weights were kept."""
+    return next((h["val_loss"] for h in r.history if int(h["epoch"]) == r.best_epoch), float("inf"))
+
+
 def _val_loss(arm: ArmResult) -> float:
-    rows = [h for h in arm.fit.history if int(h["epoch"]) == arm.fit.best_epoch]
-    return rows[0]["val_loss"] if rows else float("inf")
+    return best_val_loss(arm.fit)
 
 
 def pick_best(arms: list[ArmResult]) -> ArmResult:
@@ -167,6 +197,7 @@ class _Shared:
         self._ds: dict[str, Any] = {}
         cache_root = cfg.data.cache_dir or Path.cwd() / ".medtl" / "cache"
         self.features = FeatureCache(Path(cache_root) / "features")
+        self._feats: dict[str, Features] = {}
         self.folder = folder
 
     def dataset(self, split: str, train: bool = False) -> Any:
@@ -181,11 +212,15 @@ class _Shared:
         return loader(self.dataset(split, train), self.cfg.train.batch_size, shuffle=train,
                       num_workers=self.cfg.data.num_workers, seed=seed)
 
-    def features_for(self, backbone: torch.nn.Module, layer: str | None, weights_sha: str | None, split: str) -> dict[str, torch.Tensor]:
-        key = feature_key(backbone=self.cfg.backbone.name, weights=weights_sha, layer=layer, spec=self.spec.as_dict(),
+    def features_for(self, built: BuiltBackbone, seed: int, split: str) -> Features:
+        """Every layer's pooled features of the frozen backbone on ``split`` (from the disk cache when it can)."""
+        weights = built.weights_sha256 or f"random-init-seed{seed}"  # a random backbone differs per seed
+        key = feature_key(backbone=self.cfg.backbone.name, weights=weights, spec=self.spec.as_dict(),
                           preprocess=self.cfg.preprocess.model_dump(mode="json"), data=self.data.fingerprint, split=split)
-        return self.features.get_or_extract(key, backbone, layer, self.loader(split), self.device,
-                                            f"extracting {split} features")
+        if key not in self._feats:
+            self._feats[key] = self.features.get_or_extract(key, built.backbone, self.loader(split), self.device,
+                                                            self.cfg.train.amp, f"extracting {split} features")
+        return self._feats[key]
 
 
 def _fit_options(cfg: ExperimentConfig, data: DataBundle, seed: int, device: torch.device, name: str) -> FitOptions:
@@ -196,16 +231,64 @@ def _fit_options(cfg: ExperimentConfig, data: DataBundle, seed: int, device: tor
                       channels_last=cfg.train.channels_last, description=name)
 
 
-def _train_head_on_features(model: TransferModel, shared: _Shared, built_sha: str | None, s: StrategyConfig,
-                            schedule: Any, opts: FitOptions, ckpt: Checkpointer | None, on_epoch: Any) -> FitResult:
-    feats = {sp: shared.features_for(model.backbone, model.layer, built_sha, sp) for sp in ("train", "val")}
-    bs = shared.cfg.train.batch_size
-    gen = torch.Generator().manual_seed(opts.seed)
-    train = torch.utils.data.DataLoader(TensorDataset(feats["train"]["features"], feats["train"]["labels"]), batch_size=bs,
-                                        shuffle=True, generator=gen)
-    val = torch.utils.data.DataLoader(TensorDataset(feats["val"]["features"], feats["val"]["labels"]), batch_size=bs)
-    head_opts = FitOptions(**{**opts.__dict__, "device": torch.device("cpu"), "amp": False, "channels_last": False})
-    return fit(model.head, OrderedDict([(HEAD, model.head)]), schedule, train, val, head_opts, ckpt, on_epoch)
+def _fit_head(head: torch.nn.Module, feats: dict[str, Features], layer: str, schedule: Schedule, opts: FitOptions,
+              ckpt: Checkpointer, on_epoch: Any, batch_size: int) -> FitResult:
+    """Train a head on cached features of one layer (on the CPU: a head is too small to gain from a GPU)."""
+    def tensors(split: str) -> TensorDataset:
+        return TensorDataset(feats[split]["features"][layer], feats[split]["labels"])
+
+    train = DataLoader(tensors("train"), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(opts.seed))
+    val = DataLoader(tensors("val"), batch_size=batch_size)
+    head_opts = replace(opts, device=torch.device("cpu"), amp=False, channels_last=False)
+    return fit(head, OrderedDict([(HEAD, head)]), schedule, train, val, head_opts, ckpt, on_epoch)
+
+
+def sweep_layers(s: StrategyConfig, groups: list[str]) -> list[str]:
+    """The layer groups a ``frozen`` arm tries: its ``layers`` (a sweep), else its one ``layer``."""
+    wanted = groups if s.layers == "all" else list(s.layers or [s.layer or groups[-1]])
+    unknown = [g for g in wanted if g not in groups]
+    if unknown:
+        key = "layers" if s.layers is not None else "layer"
+        raise ConfigError(f"strategies.{s.name}.{key}", f"unknown layer group(s) {unknown} (groups: {', '.join(groups)})")
+    return list(dict.fromkeys(wanted))
+
+
+def _selection_key(r: FitResult, order: int) -> tuple[float, float, int]:
+    """Best validation AUC; ties (common on easy data) to the lower validation loss, then the deeper layer."""
+    auc = r.best_val_auc if np.isfinite(r.best_val_auc) else -np.inf
+    return auc, -best_val_loss(r), order
+
+
+def _frozen_arm(s: StrategyConfig, seed: int, shared: _Shared, built: BuiltBackbone, opts: FitOptions, tracker: Tracker,
+                folder: Path) -> tuple[TransferModel, FitResult, np.ndarray, np.ndarray, dict[str, dict[str, float]] | None]:
+    """A head per candidate layer on cached features; the best on validation is the arm's model."""
+    cfg, k = shared.cfg, len(shared.data.classes)
+    names = built.backbone.group_names
+    layers = sweep_layers(s, names)
+    feats = {sp: shared.features_for(built, seed, sp) for sp in ("train", "val")}
+    schedule = build_schedule(s, (HEAD,), cfg.train)
+    sweeping = s.layers is not None
+    trials: dict[str, tuple[torch.nn.Module, FitResult]] = {}
+    for layer in layers:
+        seed_everything(seed)  # every layer's head starts from the same draw, whatever the order
+        head = make_head(built.feature_dims[layer], k, s.head)
+        ckpt = Checkpointer(folder / (f"head-{layer}" if sweeping else "head"))
+        trials[layer] = head, _fit_head(head, feats, layer, schedule, opts, ckpt, None if sweeping else tracker.log_epoch,
+                                        cfg.train.batch_size)
+    best = max(layers, key=lambda g: _selection_key(trials[g][1], names.index(g)))
+    head, result = trials[best]
+    sweep = None
+    if sweeping:
+        for row in result.history:  # the chosen layer's curves, as a single-layer arm logs them
+            tracker.log_epoch(int(row["epoch"]), row)
+        sweep = {g: {"val_auc": r.best_val_auc, "val_loss": best_val_loss(r), "best_epoch": float(r.best_epoch),
+                     "dim": float(built.feature_dims[g])} for g, (_, r) in trials.items()}
+    model = TransferModel(built.backbone, head, None if best == names[-1] else best)
+    test = shared.features_for(built, seed, "test")
+    head.eval()
+    with torch.no_grad():
+        probs = torch.softmax(head(test["features"][best]), 1).numpy()
+    return model, result, probs, test["labels"].numpy(), sweep
 
 
 def run_arm(s: StrategyConfig, seed: int, shared: _Shared, tracker: Tracker, folder: Path) -> ArmResult:
@@ -213,37 +296,38 @@ def run_arm(s: StrategyConfig, seed: int, shared: _Shared, tracker: Tracker, fol
     if (folder / ArmResult.RESULT).is_file():
         return ArmResult.load(folder)
     cfg, data, device = shared.cfg, shared.data, shared.device
+    k = len(data.classes)
     start = time.perf_counter()
-    seed_everything(seed)
-    build = {"backbone": cfg.backbone.name, "num_classes": len(data.classes),
-             "head": s.head if s.kind == "frozen" else "linear", "layer": s.layer if s.kind == "frozen" else None}
-    model, built = create_model(build["backbone"], build["num_classes"], head=build["head"], layer=build["layer"],
-                                pretrained=(s.kind != "scratch" and cfg.backbone.weights == "imagenet"))
+    seed_everything(seed)  # a scratch backbone's random init is drawn here
+    built = build_backbone(cfg.backbone.name, pretrained=(s.kind != "scratch" and cfg.backbone.weights == "imagenet"))
     opts = _fit_options(cfg, data, seed, device, s.name)
-    probe = None
+    probe, sweep = None, None
     if s.kind == "frozen":
-        result = _train_head_on_features(model, shared, built.weights_sha256, s, build_schedule(s, (HEAD,), cfg.train),
-                                         opts, Checkpointer(folder / "head"), tracker.log_epoch)
-        test = shared.features_for(model.backbone, model.layer, built.weights_sha256, "test")
-        model.eval()
-        with torch.no_grad():
-            probs = torch.softmax(model.head(test["features"]), 1).numpy()
-        labels = test["labels"].numpy()
+        model, result, probs, labels, sweep = _frozen_arm(s, seed, shared, built, opts, tracker, folder)
     else:
-        if s.kind == "lp-ft":  # the probe is a frozen arm's head on the cached features
-            probe = _train_head_on_features(model, shared, built.weights_sha256, s, probe_schedule(s, cfg.train), opts,
-                                            Checkpointer(folder / "probe"), None)
+        seed_everything(seed)
+        model = TransferModel(built.backbone, make_head(built.feature_dims[built.backbone.group_names[-1]], k, "linear"))
+        if s.kind == "lp-ft":  # LP-FT: a linear probe on the cached features; fine-tuning starts from its head
+            feats = {sp: shared.features_for(built, seed, sp) for sp in ("train", "val")}
+            probe = _fit_head(model.head, feats, built.backbone.group_names[-1], probe_schedule(s, cfg.train), opts,
+                              Checkpointer(folder / "probe"),
+                              lambda e, row: tracker.log_epoch(e, {f"probe.{key}": v for key, v in row.items() if key != "epoch"}),
+                              cfg.train.batch_size)
         groups = model.groups()
         schedule = build_schedule(s, tuple(groups), cfg.train)
         result = fit(model, groups, schedule, shared.loader("train", train=True, seed=seed), shared.loader("val"), opts,
                      Checkpointer(folder / "model"), tracker.log_epoch)
         probs, labels = predict_probs(model, shared.loader("test"), device, cfg.train.amp, "testing")
     model.cpu().eval()
+    build = {"backbone": cfg.backbone.name, "num_classes": k, "head": s.head if s.kind == "frozen" else "linear",
+             "layer": model.layer}
     items = pd.DataFrame([{"path": it["path"], "domain": it["domain"], "patient": it["patient"]} for it in data.splits["test"]])
     metrics = summarize(labels, probs, items["domain"].tolist(), items["patient"].tolist(), "test", cfg.train.bootstrap, seed)
     metrics["val_auc"] = result.best_val_auc
+    for g, row in (sweep or {}).items():
+        metrics[f"sweep.val_auc.{g}"] = row["val_auc"]
     arm = ArmResult(s.name, str(s.kind), seed, model, result, result.best_val_auc, metrics, probs, labels, items,
-                    built.weights_id, built.weights_sha256, time.perf_counter() - start, probe, folder, build)
+                    built.weights_id, built.weights_sha256, time.perf_counter() - start, probe, folder, build, sweep)
     arm.save(folder)
     return arm
 

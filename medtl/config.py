@@ -74,33 +74,53 @@ class BackboneConfig(_Strict):
 
 
 class StrategyConfig(_Strict):
-    """One arm of the comparison. ``kind`` defaults to ``name``."""
+    """One arm of the comparison. ``kind`` defaults to ``name``; see ``medtl.training.strategies``."""
 
     name: str
     kind: StrategyKind | None = None
     epochs: int | None = Field(default=None, ge=1)
     lr: float | None = Field(default=None, gt=0)
+    warmup_epochs: float = Field(default=0.5, ge=0)  # linear warm-up of each group from its unfreeze
+    # frozen
     head: Literal["linear", "mlp"] = "linear"
-    layer: str | None = None  # frozen: which layer group's pooled output feeds the head
-    unfreeze_every: int = Field(default=1, ge=1)  # progressive: epochs between unfreezes
-    lr_factor: float = Field(default=2.6, gt=0)  # progressive: ULMFiT's per-group divisor
-    warmup_epochs: float = Field(default=0.5, ge=0)  # linear warm-up after each unfreeze
-    groups: list[str] = Field(default_factory=list)  # surgical: groups trained beside the head
-    probe_epochs: int = Field(default=10, ge=1)  # lp-ft: linear-probe epochs on cached features
-    ft_lr_scale: float = Field(default=0.1, gt=0)  # lp-ft: fine-tuning rate = lr * this
-    train_bn: bool = False  # keep batch-norm of frozen groups in train mode
+    layer: str | None = None  # which layer group's pooled output feeds the head (default: the last)
+    layers: list[str] | Literal["all"] | None = None  # layer sweep: a head per group, best by val AUC
+    # progressive
+    unfreeze_every: int = Field(default=1, ge=1)  # epochs between unfreezes, top group first
+    lr_factor: float = Field(default=2.6, gt=0)  # ULMFiT's divisor per group down from the head
+    # progressive and surgical
+    train_bn: bool = False  # keep batch-norm of frozen groups in train mode (running stats adapt)
+    # surgical
+    groups: list[str] = Field(default_factory=list)  # groups trained beside the head
+    # lp-ft
+    probe_epochs: int = Field(default=10, ge=1)  # linear-probe epochs on cached features
+    ft_lr_scale: float = Field(default=0.1, gt=0)  # fine-tuning rate = lr * this
 
     @model_validator(mode="after")
     def _default_kind(self) -> StrategyConfig:
+        kinds = StrategyKind.__args__  # type: ignore[attr-defined]
         if self.kind is None:
-            if self.name not in StrategyKind.__args__:  # type: ignore[attr-defined]
-                raise ValueError(
-                    f"strategy '{self.name}' needs a kind (one of {', '.join(StrategyKind.__args__)})"  # type: ignore[attr-defined]
-                )
+            if self.name not in kinds:
+                raise ValueError(f"strategy '{self.name}' needs a kind (one of {', '.join(kinds)})")
             self.kind = self.name  # type: ignore[assignment]
         if self.kind == "surgical" and not self.groups:
             raise ValueError(f"strategy '{self.name}' is surgical and needs 'groups'")
+        if self.layer is not None and self.layers is not None:
+            raise ValueError(f"strategy '{self.name}': give 'layer' or 'layers' (a sweep), not both")
+        stray = sorted(f for f in self.model_fields_set if self.kind not in _APPLIES.get(f, kinds))
+        if stray:
+            raise ValueError(f"strategy '{self.name}' ({self.kind}): {', '.join(stray)} does not apply to this kind")
         return self
+
+
+# settings that mean something for some kinds only: set on another kind they are a mistake, not a no-op
+_APPLIES: dict[str, tuple[str, ...]] = {
+    "head": ("frozen",), "layer": ("frozen",), "layers": ("frozen",),
+    "warmup_epochs": ("progressive", "full", "lp-ft", "surgical", "scratch"),
+    "unfreeze_every": ("progressive",), "lr_factor": ("progressive",),
+    "train_bn": ("progressive", "surgical"), "groups": ("surgical",),
+    "probe_epochs": ("lp-ft",), "ft_lr_scale": ("lp-ft",),
+}
 
 
 class TrainConfig(_Strict):

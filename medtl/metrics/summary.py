@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from medtl.metrics.classification import METRICS, bootstrap_ci, classification_metrics
+from medtl.metrics.classification import NAMES, bootstrap_ci, classification_metrics
 
 
 def summarize(
@@ -30,7 +30,7 @@ def summarize(
         yy, pp = y[mask], probs[mask]
         point = classification_metrics(yy, pp)
         ci = bootstrap_ci(yy, pp, None if pats is None else list(pats[mask]), n=n_boot, seed=seed)
-        for name in METRICS:
+        for name in NAMES:
             out[f"{prefix}_{name}{suffix}"] = point[name]
             out[f"{prefix}_{name}_ci_low{suffix}"] = ci[name][0]
             out[f"{prefix}_{name}_ci_high{suffix}"] = ci[name][1]

@@ -1,8 +1,10 @@
 """Features of the frozen backbone, extracted once per split and kept on disk.
 
-The key hashes everything that decides the numbers: backbone, weights checksum, layer, the
-input specification, the preprocessing settings and the data fingerprint, so any change to one
-of them is a different file and never a stale hit.
+One pass stores the pooled output of every layer group, so the ``frozen`` arm, ``lp-ft``'s probe
+and a layer sweep all read the same file. The key hashes everything that decides the numbers:
+backbone, weights checksum (or the seed of a random init), input specification, preprocessing
+settings, data fingerprint and split, so a change to any of them is a different file and never a
+stale hit.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from torch.utils.data import DataLoader
 
 from medtl.hashing import json_sha256
+from medtl.models.transfer import GroupedBackbone
 from medtl.progress import track
+from medtl.training.loop import autocast
+
+Features = dict[str, Any]  # {"features": {layer: (N, D) float32}, "labels": (N,) int64}
+FORMAT = 2  # bump when the file layout changes: old files then miss instead of misreading
 
 
 def feature_key(**parts: Any) -> str:
-    return json_sha256(parts)[:24]
+    return json_sha256({"format": FORMAT, **parts})[:24]
 
 
 @dataclass
@@ -32,33 +38,35 @@ class FeatureCache:
     def path(self, key: str) -> Path:
         return Path(self.root) / f"{key}.pt"
 
-    def get_or_extract(self, key: str, backbone: nn.Module, layer: str | None, loader: DataLoader,
-                       device: torch.device, description: str = "extracting features") -> dict[str, torch.Tensor]:
+    def get_or_extract(self, key: str, backbone: GroupedBackbone, loader: DataLoader, device: torch.device,
+                       amp: bool = True, description: str = "extracting features") -> Features:
         p = self.path(key)
         if p.is_file():
             self.hits.append(key)
             return torch.load(p, map_location="cpu", weights_only=True)
         self.misses.append(key)
-        out = extract_features(backbone, layer, loader, device, description)
+        out = extract_features(backbone, loader, device, amp, description)
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(".tmp")
         torch.save(out, tmp)
-        tmp.replace(p)
+        tmp.replace(p)  # a killed extraction leaves no half-written cache entry
         return out
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, layer: str | None, loader: DataLoader, device: torch.device,
-                     description: str = "extracting features") -> dict[str, torch.Tensor]:
+def extract_features(backbone: GroupedBackbone, loader: DataLoader, device: torch.device, amp: bool = True,
+                     description: str = "extracting features") -> Features:
+    """Pooled features of every layer group, in loader order (bf16 autocast and channels_last on CUDA)."""
     backbone.eval().to(device)
-    feats, labels = [], []
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    feats: dict[str, list[torch.Tensor]] = {}
+    labels = []
     for batch in track(loader, description, total=len(loader)):
         x = batch["image"].to(device, non_blocking=True)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast:
-            f = backbone(x, layer)
-        feats.append(f.float().cpu())
+        with autocast(device, amp):
+            out = backbone.forward_all(x)
+        for layer, f in out.items():
+            feats.setdefault(layer, []).append(f.float().cpu())
         labels.append(torch.as_tensor(batch["label"]).long())
-    return {"features": torch.cat(feats), "labels": torch.cat(labels)}
+    return {"features": {k: torch.cat(v) for k, v in feats.items()}, "labels": torch.cat(labels)}

@@ -75,7 +75,11 @@ def _shape(kind: str, step: int, total: int) -> float:
 
 
 def lr_factor(schedule: Schedule, group: str, step: int, steps_per_epoch: int) -> float:
-    """Multiplier of a group's base rate at a global step: 0 while frozen, warm-up, then the shape."""
+    """Multiplier of a group's base rate at a global step: 0 while frozen, warm-up, then the shape.
+
+    Written by hand (one ``LambdaLR`` per group) because torch's schedulers have no notion of a
+    group that starts training mid-run and warms up from there.
+    """
     start_epoch = schedule.unfreeze_epoch[group]
     if start_epoch is None:
         return 0.0
@@ -99,7 +103,7 @@ def set_trainable(groups: OrderedDict[str, nn.Module], trainable: Iterable[str],
                     m.train()
 
 
-def _autocast(device: torch.device, enabled: bool):  # noqa: ANN202
+def autocast(device: torch.device, enabled: bool):  # noqa: ANN202
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
@@ -112,7 +116,7 @@ def predict_probs(model: nn.Module, loader: DataLoader, device: torch.device, am
     probs, labels = [], []
     for batch in track(loader, description, total=len(loader)):
         x, y = _xy(batch)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(x.to(device, non_blocking=True))
         probs.append(torch.softmax(logits.float(), dim=1).cpu())
         labels.append(y.cpu())
@@ -192,15 +196,18 @@ def fit(
         trainable = schedule.trainable(epoch)
         set_trainable(groups, trainable, schedule.train_bn)
         total, count = 0.0, 0
+        peak = dict.fromkeys(names, 0.0)  # the highest rate each group trained at this epoch
         for batch in track(train_loader, f"{opts.description} epoch {epoch + 1}/{schedule.epochs}", total=len(train_loader)):
             x, y = _xy(batch)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device, opts.amp):
+            with autocast(device, opts.amp):
                 loss = loss_fn(model(x).float(), y)
             optim.zero_grad(set_to_none=True)
             loss.backward()
+            for g, pg in zip(names, optim.param_groups):
+                peak[g] = max(peak[g], float(pg["lr"]))
             optim.step()
             sched.step()
             total += float(loss.detach()) * len(y)
@@ -211,8 +218,7 @@ def fit(
         val_auc = auc_score(labels, probs)
         row = {"epoch": float(epoch), "train_loss": total / max(count, 1), "val_loss": val_loss, "val_auc": val_auc,
                "unfrozen_groups": float(len([g for g in trainable if g != HEAD]))}
-        for g, pg in zip(names, optim.param_groups):
-            row[f"lr.{g}"] = float(pg["lr"])
+        row.update({f"lr.{g}": peak[g] for g in names})
         history.append(row)
         if val_auc > best_auc:
             best_auc, best_epoch, bad_epochs = val_auc, epoch, 0

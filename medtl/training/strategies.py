@@ -11,6 +11,8 @@ freezing out of the loop). Groups are named shallow to deep and end with ``head`
 * ``surgical``: the named groups and the head, the rest frozen throughout.
 * ``lp-ft``: a linear probe on cached features (as ``frozen``), then ``full`` from that head at
   ``lr * ft_lr_scale``.
+
+Every fine-tuning kind warms each group up linearly over ``warmup_epochs`` from its unfreeze.
 """
 
 from __future__ import annotations
@@ -45,8 +47,8 @@ class Schedule:
         return len(self.groups) - 1 - self.groups.index(group)
 
 
-def _all_at(groups: tuple[str, ...], epochs: int, lr: float, shape: str) -> Schedule:
-    return Schedule(groups, epochs, {g: 0 for g in groups}, {g: lr for g in groups}, shape=shape)
+def _all_at(groups: tuple[str, ...], epochs: int, lr: float, shape: str, warmup: float = 0.0) -> Schedule:
+    return Schedule(groups, epochs, {g: 0 for g in groups}, {g: lr for g in groups}, warmup_epochs=warmup, shape=shape)
 
 
 def head_only(groups: tuple[str, ...], epochs: int, lr: float, shape: str) -> Schedule:
@@ -55,41 +57,49 @@ def head_only(groups: tuple[str, ...], epochs: int, lr: float, shape: str) -> Sc
 
 def progressive(groups: tuple[str, ...], epochs: int, lr: float, every: int, factor: float, warmup: float,
                 shape: str, train_bn: bool = False) -> Schedule:
+    """ULMFiT's gradual unfreezing: group at depth d starts at epoch ``d * every`` at ``lr / factor**d``."""
     unfreeze: dict[str, int | None] = {}
     rates: dict[str, float] = {}
+    notes = []
     for g in groups:
         depth = len(groups) - 1 - groups.index(g)
         start = depth * every
         unfreeze[g] = start if start < epochs else None
         rates[g] = lr / factor**depth
-    return Schedule(groups, epochs, unfreeze, rates, warmup_epochs=warmup, train_bn=train_bn, shape=shape)
+        if unfreeze[g] is None:
+            notes.append(f"{g} stays frozen: its turn (epoch {start}) comes after the last epoch ({epochs - 1})")
+    return Schedule(groups, epochs, unfreeze, rates, warmup_epochs=warmup, train_bn=train_bn, shape=shape, notes=notes)
 
 
-def surgical(groups: tuple[str, ...], named: list[str], epochs: int, lr: float, shape: str, train_bn: bool = False) -> Schedule:
+def surgical(groups: tuple[str, ...], named: list[str], epochs: int, lr: float, shape: str, train_bn: bool = False,
+             warmup: float = 0.0) -> Schedule:
     unknown = [g for g in named if g not in groups or g == HEAD]
     if unknown:
         raise ConfigError("strategies.surgical.groups", f"unknown group(s) {unknown} (groups: {', '.join(groups[:-1])})")
     unfreeze: dict[str, int | None] = {g: (0 if g in named or g == HEAD else None) for g in groups}
-    return Schedule(groups, epochs, unfreeze, {g: lr for g in groups}, train_bn=train_bn, shape=shape)
+    return Schedule(groups, epochs, unfreeze, {g: lr for g in groups}, warmup_epochs=warmup, train_bn=train_bn, shape=shape)
 
 
 def build_schedule(s: StrategyConfig, groups: tuple[str, ...], train: TrainConfig) -> Schedule:
-    """The fine-tuning schedule of a strategy (for ``frozen`` and ``lp-ft``'s probe: the head's)."""
+    """The training schedule of a strategy (for ``frozen``: its head's; for ``lp-ft``: the fine-tuning phase)."""
     epochs = s.epochs or train.epochs
     lr = s.lr or train.lr
     if s.kind == "frozen":
         return head_only((HEAD,), epochs, s.lr or train.head_lr, train.schedule)
     if s.kind in ("full", "scratch"):
-        return _all_at(groups, epochs, lr, train.schedule)
+        return _all_at(groups, epochs, lr, train.schedule, s.warmup_epochs)
     if s.kind == "lp-ft":
-        return _all_at(groups, epochs, lr * s.ft_lr_scale, train.schedule)
+        return _all_at(groups, epochs, lr * s.ft_lr_scale, train.schedule, s.warmup_epochs)
     if s.kind == "progressive":
         return progressive(groups, epochs, lr, s.unfreeze_every, s.lr_factor, s.warmup_epochs, train.schedule, s.train_bn)
     if s.kind == "surgical":
-        return surgical(groups, s.groups, epochs, lr, train.schedule, s.train_bn)
+        try:
+            return surgical(groups, s.groups, epochs, lr, train.schedule, s.train_bn, s.warmup_epochs)
+        except ConfigError as e:
+            raise ConfigError(f"strategies.{s.name}.groups", e.problem) from None
     raise ConfigError(f"strategies.{s.name}.kind", f"unknown strategy kind '{s.kind}'")
 
 
 def probe_schedule(s: StrategyConfig, train: TrainConfig) -> Schedule:
-    """lp-ft's first phase: a linear probe on cached features."""
+    """lp-ft's first phase: a linear probe on cached features, as the ``frozen`` arm trains its head."""
     return head_only((HEAD,), s.probe_epochs, train.head_lr, train.schedule)

@@ -1,0 +1,131 @@
+"""Strategies as schedules: what unfreezes when, at which rate, and what stays bit-identical."""
+
+import math
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from medtl.config import StrategyConfig, TrainConfig, load_config
+from medtl.errors import ConfigError
+from medtl.models.transfer import create_model
+from medtl.training.loop import FitOptions, fit, lr_factor
+from medtl.training.strategies import HEAD, build_schedule, progressive, surgical
+
+GROUPS = ("stem", "stage1", "stage2", HEAD)
+
+
+def _loaders(n: int = 32, batch: int = 8):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, 32, 32, generator=g)
+    y = (x[:, 0, 8:24, 8:24].mean((1, 2)) > 0).long()
+    ds = TensorDataset(x, y)
+    return DataLoader(ds, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(0)), DataLoader(ds, batch_size=batch)
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+def test_progressive_schedule_is_ulmfit() -> None:
+    s = progressive(GROUPS, epochs=6, lr=1e-3, every=2, factor=2.6, warmup=0.5, shape="cosine")
+    assert s.unfreeze_epoch == {HEAD: 0, "stage2": 2, "stage1": 4, "stem": None}  # stem's turn (6) is past the end
+    assert any("stem stays frozen" in n for n in s.notes)
+    for g in GROUPS:
+        assert s.lr[g] == pytest.approx(1e-3 / 2.6 ** s.depth(g))
+    assert [s.trainable(e) for e in (0, 1, 2, 4, 5)] == [[HEAD], [HEAD], ["stage2", HEAD], ["stage1", "stage2", HEAD], ["stage1", "stage2", HEAD]]
+
+
+def test_warmup_restarts_at_each_unfreeze() -> None:
+    s = progressive(GROUPS, epochs=6, lr=1.0, every=2, factor=2.6, warmup=0.5, shape="constant")
+    steps = 10  # per epoch: warm-up is 5 steps
+    assert lr_factor(s, "stage2", 2 * steps - 1, steps) == 0.0  # frozen until its epoch
+    assert lr_factor(s, "stage2", 2 * steps, steps) == pytest.approx(1 / 5)
+    assert lr_factor(s, "stage2", 2 * steps + 2, steps) == pytest.approx(3 / 5)
+    assert lr_factor(s, "stage2", 2 * steps + 4, steps) == 1.0
+    assert lr_factor(s, HEAD, 2 * steps, steps) == 1.0  # the head warmed up long ago
+    cos = progressive(GROUPS, epochs=6, lr=1.0, every=2, factor=2.6, warmup=0.0, shape="cosine")
+    assert lr_factor(cos, HEAD, 3 * steps, steps) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_progressive_unfreezes_exactly_on_schedule() -> None:
+    """requires_grad flips at the scheduled epoch; until then the group (BN statistics too) is bit-identical;
+    each group trains at base / 2.6**depth."""
+    torch.manual_seed(0)
+    model, _ = create_model("tiny", num_classes=2)
+    groups = model.groups()
+    assert tuple(groups) == GROUPS
+    schedule = progressive(GROUPS, epochs=5, lr=1e-2, every=1, factor=2.6, warmup=0.25, shape="constant")
+    initial = {g: _state(m) for g, m in groups.items()}
+    seen: list[dict[str, tuple[bool, bool]]] = []
+
+    def record(epoch: int, row: dict) -> None:
+        seen.append({g: (all(p.requires_grad for p in m.parameters()), _same(initial[g], _state(m))) for g, m in groups.items()})
+
+    train, val = _loaders()
+    result = fit(model, groups, schedule, train, val, FitOptions(), on_epoch=record)
+    for epoch, state in enumerate(seen):
+        for g, (grad, untouched) in state.items():
+            on = schedule.unfreeze_epoch[g] is not None and schedule.unfreeze_epoch[g] <= epoch
+            assert grad == on, f"epoch {epoch}: {g} requires_grad={grad}, scheduled {schedule.unfreeze_epoch[g]}"
+            assert untouched == (not on), f"epoch {epoch}: {g} {'changed while frozen' if on is False else 'did not train'}"
+    assert schedule.unfreeze_epoch == {HEAD: 0, "stage2": 1, "stage1": 2, "stem": 3}
+    for row in result.history:  # the peak rate each group trained at, that epoch
+        for g in GROUPS:
+            expected = 1e-2 / 2.6 ** schedule.depth(g) if schedule.unfreeze_epoch[g] <= row["epoch"] else 0.0
+            assert row[f"lr.{g}"] == pytest.approx(expected)
+
+
+def test_frozen_batchnorm_adapts_only_when_asked() -> None:
+    """train_bn: frozen groups' BN running statistics follow the new data, their weights still do not move."""
+    train, val = _loaders()
+    for train_bn in (False, True):
+        torch.manual_seed(0)
+        model, _ = create_model("tiny", num_classes=2)
+        groups = model.groups()
+        stem_bn = groups["stem"][1]
+        before = _state(stem_bn)
+        fit(model, groups, surgical(GROUPS, ["stage2"], 2, 1e-2, "constant", train_bn=train_bn), train, val, FitOptions())
+        after = _state(stem_bn)
+        assert torch.equal(before["weight"], after["weight"]) and torch.equal(before["bias"], after["bias"])
+        assert torch.equal(before["running_mean"], after["running_mean"]) != train_bn
+
+
+def test_surgical_trains_only_the_named_groups() -> None:
+    torch.manual_seed(0)
+    model, _ = create_model("tiny", num_classes=2)
+    groups = model.groups()
+    before = {g: _state(m) for g, m in groups.items()}
+    train, val = _loaders()
+    fit(model, groups, surgical(GROUPS, ["stem"], 2, 1e-2, "constant"), train, val, FitOptions())
+    assert {g for g, m in groups.items() if not _same(before[g], _state(m))} == {"stem", HEAD}
+
+
+def test_build_schedule_per_kind() -> None:
+    train = TrainConfig(lr=1e-3, head_lr=1e-2, epochs=4)
+    full = build_schedule(StrategyConfig(name="full"), GROUPS, train)
+    assert set(full.unfreeze_epoch.values()) == {0} and set(full.lr.values()) == {1e-3}
+    lpft = build_schedule(StrategyConfig(name="lp-ft", ft_lr_scale=0.1), GROUPS, train)
+    assert all(v == pytest.approx(1e-4) for v in lpft.lr.values()) and set(lpft.unfreeze_epoch.values()) == {0}
+    frozen = build_schedule(StrategyConfig(name="frozen", epochs=7), (HEAD,), train)
+    assert frozen.groups == (HEAD,) and frozen.lr[HEAD] == 1e-2 and frozen.epochs == 7
+    surg = build_schedule(StrategyConfig(name="s1", kind="surgical", groups=["stem"]), GROUPS, train)
+    assert surg.trainable(0) == ["stem", HEAD]
+    with pytest.raises(ConfigError, match="strategies.s2.groups"):
+        build_schedule(StrategyConfig(name="s2", kind="surgical", groups=["stage9"]), GROUPS, train)
+
+
+@pytest.mark.parametrize("strategy,message", [
+    ({"name": "full", "unfreeze_every": 2}, "unfreeze_every does not apply"),
+    ({"name": "progressive", "layer": "stage2"}, "layer does not apply"),
+    ({"name": "frozen", "layer": "stem", "layers": "all"}, "not both"),
+    ({"name": "surgical"}, "needs 'groups'"),
+    ({"name": "mine"}, "needs a kind"),
+])
+def test_strategy_settings_that_do_not_apply_are_errors(strategy: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config({"data": {"npz": "x.npz"}, "strategies": [strategy]})
