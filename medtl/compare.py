@@ -59,7 +59,8 @@ class ArmResult:
     def save(self, folder: Path) -> Path:
         """Everything the tracker needs, on local disk; loads with ``weights_only=True``."""
         fits = {k: None if f is None else {"history": f.history, "best_epoch": f.best_epoch, "best_val_auc": f.best_val_auc,
-                                           "stopped_early": f.stopped_early} for k, f in (("fit", self.fit), ("probe", self.probe))}
+                                           "stopped_early": f.stopped_early, "resumed_from": f.resumed_from}
+                for k, f in (("fit", self.fit), ("probe", self.probe))}
         state = {"strategy": self.strategy, "kind": self.kind, "seed": self.seed, "val_auc": self.val_auc,
                  "metrics": self.metrics, "test_probs": torch.as_tensor(self.test_probs),
                  "test_labels": torch.as_tensor(self.test_labels), "test_items": self.test_items.to_dict("list"),
@@ -78,7 +79,8 @@ class ArmResult:
                                 head=st["build"]["head"], layer=st["build"]["layer"])
         model.load_state_dict(st["model"])
         model.eval()
-        fit_of = lambda d: None if d is None else FitResult(d["history"], d["best_epoch"], d["best_val_auc"], d["stopped_early"])  # noqa: E731
+        fit_of = lambda d: None if d is None else FitResult(d["history"], d["best_epoch"], d["best_val_auc"], d["stopped_early"],  # noqa: E731
+                                                            d.get("resumed_from"))
         return cls(st["strategy"], st["kind"], st["seed"], model, fit_of(st["fit"]), st["val_auc"], st["metrics"],
                    st["test_probs"].numpy(), st["test_labels"].numpy(), pd.DataFrame(st["test_items"]), st["weights_id"],
                    st["weights_sha256"], st["seconds"], fit_of(st["probe"]), folder, st["build"], st.get("sweep"))

@@ -107,7 +107,8 @@ def _from_npz(path: Path) -> DataBundle:
 
 def image_dataset(items: list[Item], transform: Any, cache: str = "memory", cache_dir: Path | None = None) -> Dataset:
     if cache == "memory":
-        return CacheDataset(items, transform, num_workers=None, progress=False, copy_cache=False)
+        # copy_cache (MONAI default): augmentations and normalisation after the cache must not write into it
+        return CacheDataset(items, transform, num_workers=None, progress=False, copy_cache=True)
     if cache == "disk":
         folder = Path(cache_dir or ".medtl/cache/images")
         folder.mkdir(parents=True, exist_ok=True)
