@@ -234,7 +234,7 @@ def _fit_options(cfg: ExperimentConfig, data: DataBundle, seed: int, device: tor
 
 
 def _fit_head(head: torch.nn.Module, feats: dict[str, Features], layer: str, schedule: Schedule, opts: FitOptions,
-              ckpt: Checkpointer, on_epoch: Any, batch_size: int) -> FitResult:
+              ckpt: Checkpointer | None, on_epoch: Any, batch_size: int) -> FitResult:
     """Train a head on cached features of one layer (on the CPU: a head is too small to gain from a GPU)."""
     def tensors(split: str) -> TensorDataset:
         return TensorDataset(feats[split]["features"][layer], feats[split]["labels"])

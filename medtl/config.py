@@ -88,8 +88,9 @@ class StrategyConfig(_Strict):
     # progressive
     unfreeze_every: int = Field(default=1, ge=1)  # epochs between unfreezes, top group first
     lr_factor: float = Field(default=2.6, gt=0)  # ULMFiT's divisor per group down from the head
-    # progressive and surgical
-    train_bn: bool = False  # keep batch-norm of frozen groups in train mode (running stats adapt)
+    # which batch-norm layers update their running statistics on the new data: those of trainable
+    # groups (the usual), none ("frozen": ImageNet statistics kept, affine weights still learn), or all
+    bn_stats: Literal["trainable", "frozen", "all"] = "trainable"
     # surgical
     groups: list[str] = Field(default_factory=list)  # groups trained beside the head
     # lp-ft
@@ -110,6 +111,8 @@ class StrategyConfig(_Strict):
         stray = sorted(f for f in self.model_fields_set if self.kind not in _APPLIES.get(f, kinds))
         if stray:
             raise ValueError(f"strategy '{self.name}' ({self.kind}): {', '.join(stray)} does not apply to this kind")
+        if self.kind == "scratch" and self.bn_stats == "frozen":
+            raise ValueError(f"strategy '{self.name}': a scratch network has no ImageNet statistics to keep (bn_stats)")
         return self
 
 
@@ -118,7 +121,7 @@ _APPLIES: dict[str, tuple[str, ...]] = {
     "head": ("frozen",), "layer": ("frozen",), "layers": ("frozen",),
     "warmup_epochs": ("progressive", "full", "lp-ft", "surgical", "scratch"),
     "unfreeze_every": ("progressive",), "lr_factor": ("progressive",),
-    "train_bn": ("progressive", "surgical"), "groups": ("surgical",),
+    "bn_stats": ("progressive", "full", "lp-ft", "surgical", "scratch"), "groups": ("surgical",),
     "probe_epochs": ("lp-ft",), "ft_lr_scale": ("lp-ft",),
 }
 

@@ -91,16 +91,20 @@ def lr_factor(schedule: Schedule, group: str, step: int, steps_per_epoch: int) -
     return w * _shape(schedule.shape, step, schedule.epochs * steps_per_epoch)
 
 
-def set_trainable(groups: OrderedDict[str, nn.Module], trainable: Iterable[str], train_bn: bool = False) -> None:
-    """Train mode and gradients for ``trainable`` groups; eval mode and no gradients for the rest."""
+def set_trainable(groups: OrderedDict[str, nn.Module], trainable: Iterable[str], bn_stats: str = "trainable") -> None:
+    """Train mode and gradients for ``trainable`` groups; eval mode and no gradients for the rest.
+
+    ``bn_stats``: whose batch-norm layers normalise by batch statistics and update their running
+    statistics: the trainable groups' (``trainable``), nobody's (``frozen``) or everybody's (``all``).
+    """
     on = set(trainable)
     for name, module in groups.items():
         module.requires_grad_(name in on)
         module.train(name in on)
-        if train_bn and name not in on:
+        if bn_stats != "trainable":
             for m in module.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.train()
+                    m.train(bn_stats == "all")
 
 
 def autocast(device: torch.device, enabled: bool):  # noqa: ANN202
@@ -194,7 +198,7 @@ def fit(
         seed_everything(opts.seed * 1_000_003 + epoch)
         _reseed_loader(train_loader, opts.seed * 1_000_003 + epoch)
         trainable = schedule.trainable(epoch)
-        set_trainable(groups, trainable, schedule.train_bn)
+        set_trainable(groups, trainable, schedule.bn_stats)
         total, count = 0.0, 0
         peak = dict.fromkeys(names, 0.0)  # the highest rate each group trained at this epoch
         for batch in track(train_loader, f"{opts.description} epoch {epoch + 1}/{schedule.epochs}", total=len(train_loader)):

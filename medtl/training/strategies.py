@@ -12,7 +12,11 @@ freezing out of the loop). Groups are named shallow to deep and end with ``head`
 * ``lp-ft``: a linear probe on cached features (as ``frozen``), then ``full`` from that head at
   ``lr * ft_lr_scale``.
 
-Every fine-tuning kind warms each group up linearly over ``warmup_epochs`` from its unfreeze.
+Every fine-tuning kind warms each group up linearly over ``warmup_epochs`` from its unfreeze, and
+says whose batch-norm running statistics follow the new data (``bn_stats``): by default those of
+the groups being trained. ``frozen`` keeps ImageNet's statistics everywhere (affine weights still
+learn): the features a probe was fitted to do not shift under it when fine-tuning starts, which
+matters for ``lp-ft`` and ``progressive`` on small data.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ class Schedule:
     unfreeze_epoch: dict[str, int | None]  # None: frozen throughout
     lr: dict[str, float]  # base rate per group, before the schedule's shape
     warmup_epochs: float = 0.0
-    train_bn: bool = False
+    bn_stats: str = "trainable"  # whose batch-norm running statistics update: trainable | frozen | all
     shape: str = "cosine"
     notes: list[str] = field(default_factory=list)
 
@@ -47,8 +51,10 @@ class Schedule:
         return len(self.groups) - 1 - self.groups.index(group)
 
 
-def _all_at(groups: tuple[str, ...], epochs: int, lr: float, shape: str, warmup: float = 0.0) -> Schedule:
-    return Schedule(groups, epochs, {g: 0 for g in groups}, {g: lr for g in groups}, warmup_epochs=warmup, shape=shape)
+def _all_at(groups: tuple[str, ...], epochs: int, lr: float, shape: str, warmup: float = 0.0,
+            bn_stats: str = "trainable") -> Schedule:
+    return Schedule(groups, epochs, {g: 0 for g in groups}, {g: lr for g in groups}, warmup_epochs=warmup, shape=shape,
+                    bn_stats=bn_stats)
 
 
 def head_only(groups: tuple[str, ...], epochs: int, lr: float, shape: str) -> Schedule:
@@ -56,7 +62,7 @@ def head_only(groups: tuple[str, ...], epochs: int, lr: float, shape: str) -> Sc
 
 
 def progressive(groups: tuple[str, ...], epochs: int, lr: float, every: int, factor: float, warmup: float,
-                shape: str, train_bn: bool = False) -> Schedule:
+                shape: str, bn_stats: str = "trainable") -> Schedule:
     """ULMFiT's gradual unfreezing: group at depth d starts at epoch ``d * every`` at ``lr / factor**d``."""
     unfreeze: dict[str, int | None] = {}
     rates: dict[str, float] = {}
@@ -68,16 +74,16 @@ def progressive(groups: tuple[str, ...], epochs: int, lr: float, every: int, fac
         rates[g] = lr / factor**depth
         if unfreeze[g] is None:
             notes.append(f"{g} stays frozen: its turn (epoch {start}) comes after the last epoch ({epochs - 1})")
-    return Schedule(groups, epochs, unfreeze, rates, warmup_epochs=warmup, train_bn=train_bn, shape=shape, notes=notes)
+    return Schedule(groups, epochs, unfreeze, rates, warmup_epochs=warmup, bn_stats=bn_stats, shape=shape, notes=notes)
 
 
-def surgical(groups: tuple[str, ...], named: list[str], epochs: int, lr: float, shape: str, train_bn: bool = False,
+def surgical(groups: tuple[str, ...], named: list[str], epochs: int, lr: float, shape: str, bn_stats: str = "trainable",
              warmup: float = 0.0) -> Schedule:
     unknown = [g for g in named if g not in groups or g == HEAD]
     if unknown:
         raise ConfigError("strategies.surgical.groups", f"unknown group(s) {unknown} (groups: {', '.join(groups[:-1])})")
     unfreeze: dict[str, int | None] = {g: (0 if g in named or g == HEAD else None) for g in groups}
-    return Schedule(groups, epochs, unfreeze, {g: lr for g in groups}, warmup_epochs=warmup, train_bn=train_bn, shape=shape)
+    return Schedule(groups, epochs, unfreeze, {g: lr for g in groups}, warmup_epochs=warmup, bn_stats=bn_stats, shape=shape)
 
 
 def build_schedule(s: StrategyConfig, groups: tuple[str, ...], train: TrainConfig) -> Schedule:
@@ -87,14 +93,14 @@ def build_schedule(s: StrategyConfig, groups: tuple[str, ...], train: TrainConfi
     if s.kind == "frozen":
         return head_only((HEAD,), epochs, s.lr or train.head_lr, train.schedule)
     if s.kind in ("full", "scratch"):
-        return _all_at(groups, epochs, lr, train.schedule, s.warmup_epochs)
+        return _all_at(groups, epochs, lr, train.schedule, s.warmup_epochs, s.bn_stats)
     if s.kind == "lp-ft":
-        return _all_at(groups, epochs, lr * s.ft_lr_scale, train.schedule, s.warmup_epochs)
+        return _all_at(groups, epochs, lr * s.ft_lr_scale, train.schedule, s.warmup_epochs, s.bn_stats)
     if s.kind == "progressive":
-        return progressive(groups, epochs, lr, s.unfreeze_every, s.lr_factor, s.warmup_epochs, train.schedule, s.train_bn)
+        return progressive(groups, epochs, lr, s.unfreeze_every, s.lr_factor, s.warmup_epochs, train.schedule, s.bn_stats)
     if s.kind == "surgical":
         try:
-            return surgical(groups, s.groups, epochs, lr, train.schedule, s.train_bn, s.warmup_epochs)
+            return surgical(groups, s.groups, epochs, lr, train.schedule, s.bn_stats, s.warmup_epochs)
         except ConfigError as e:
             raise ConfigError(f"strategies.{s.name}.groups", e.problem) from None
     raise ConfigError(f"strategies.{s.name}.kind", f"unknown strategy kind '{s.kind}'")

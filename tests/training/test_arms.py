@@ -181,3 +181,22 @@ def test_augmentation_never_writes_into_the_cache(marker_data, tmp_path, monkeyp
     first = ds[0]["image"].clone()
     for _ in range(3):
         torch.testing.assert_close(ds[0]["image"], first, rtol=0, atol=0)
+
+
+def test_several_seeds_give_mean_and_std(marker_data, tmp_path, monkeypatch, capsys) -> None:
+    from medtl.cli import print_comparison
+
+    monkeypatch.chdir(tmp_path)
+    train = {"batch_size": 8, "lr": 1e-3, "bootstrap": 50, "seeds": [0, 1, 2]}
+    comp = compare(load_config(tiny_config(marker_data, strategies=[{"name": "frozen", "epochs": 2, "layers": ["stage1", "stage2"]}],
+                                           train=train)))
+    assert [a.seed for a in comp.arms] == [0, 1, 2]
+    row = comp.table().iloc[0]
+    aucs = [a.metrics["test_auc"] for a in comp.arms]
+    assert row["seeds"] == 3 and row["test_auc"] == pytest.approx(np.mean(aucs))
+    assert row["test_auc_std"] == pytest.approx(np.std(aucs, ddof=1))
+    sweep = comp.sweep_table()
+    assert sweep["val_auc"].tolist() == pytest.approx([np.mean([a.sweep[g]["val_auc"] for a in comp.arms]) for g in ("stage1", "stage2")])
+    print_comparison(comp, "seeds")
+    out = capsys.readouterr().out
+    assert f"{row['test_auc']:.3f} ± {row['test_auc_std']:.3f}" in out and "layer sweep" in out

@@ -80,19 +80,22 @@ def test_progressive_unfreezes_exactly_on_schedule() -> None:
             assert row[f"lr.{g}"] == pytest.approx(expected)
 
 
-def test_frozen_batchnorm_adapts_only_when_asked() -> None:
-    """train_bn: frozen groups' BN running statistics follow the new data, their weights still do not move."""
+@pytest.mark.parametrize("bn_stats,frozen_moves,trained_moves", [("trainable", False, True), ("all", True, True),
+                                                                  ("frozen", False, False)])
+def test_whose_batchnorm_statistics_follow_the_new_data(bn_stats: str, frozen_moves: bool, trained_moves: bool) -> None:
+    """Running statistics move only where asked; a frozen group's BN weights never move, a trained group's always do."""
     train, val = _loaders()
-    for train_bn in (False, True):
-        torch.manual_seed(0)
-        model, _ = create_model("tiny", num_classes=2)
-        groups = model.groups()
-        stem_bn = groups["stem"][1]
-        before = _state(stem_bn)
-        fit(model, groups, surgical(GROUPS, ["stage2"], 2, 1e-2, "constant", train_bn=train_bn), train, val, FitOptions())
-        after = _state(stem_bn)
-        assert torch.equal(before["weight"], after["weight"]) and torch.equal(before["bias"], after["bias"])
-        assert torch.equal(before["running_mean"], after["running_mean"]) != train_bn
+    torch.manual_seed(0)
+    model, _ = create_model("tiny", num_classes=2)
+    groups = model.groups()
+    frozen_bn, trained_bn = model.backbone.stages["stem"][1], model.backbone.stages["stage2"][1]
+    before = {"frozen": _state(frozen_bn), "trained": _state(trained_bn)}
+    fit(model, groups, surgical(GROUPS, ["stage2"], 2, 1e-2, "constant", bn_stats=bn_stats), train, val, FitOptions())
+    after = {"frozen": _state(frozen_bn), "trained": _state(trained_bn)}
+    assert _same({k: before["frozen"][k] for k in ("weight", "bias")}, after["frozen"])
+    assert not torch.equal(before["trained"]["weight"], after["trained"]["weight"])
+    assert (not torch.equal(before["frozen"]["running_mean"], after["frozen"]["running_mean"])) == frozen_moves
+    assert (not torch.equal(before["trained"]["running_mean"], after["trained"]["running_mean"])) == trained_moves
 
 
 def test_surgical_trains_only_the_named_groups() -> None:
@@ -125,7 +128,34 @@ def test_build_schedule_per_kind() -> None:
     ({"name": "frozen", "layer": "stem", "layers": "all"}, "not both"),
     ({"name": "surgical"}, "needs 'groups'"),
     ({"name": "mine"}, "needs a kind"),
+    ({"name": "scratch", "bn_stats": "frozen"}, "no ImageNet statistics"),
+    ({"name": "frozen", "bn_stats": "all"}, "bn_stats does not apply"),
 ])
 def test_strategy_settings_that_do_not_apply_are_errors(strategy: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config({"data": {"npz": "x.npz"}, "strategies": [strategy]})
+
+
+def test_early_stopping_on_validation_auc() -> None:
+    """A rate too small to change anything: validation AUC never improves after epoch 0, so training
+    stops after ``patience`` more epochs, keeping epoch 0's weights."""
+    torch.manual_seed(0)
+    model, _ = create_model("tiny", num_classes=2)
+    groups = model.groups()
+    train, val = _loaders()
+    schedule = progressive(GROUPS, epochs=8, lr=1e-30, every=1, factor=2.6, warmup=0.0, shape="constant")
+    result = fit(model, groups, schedule, train, val, FitOptions(patience=2))
+    assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 0
+
+
+def test_sgd_and_one_cycle() -> None:
+    torch.manual_seed(0)
+    model, _ = create_model("tiny", num_classes=2)
+    groups = model.groups()
+    before = _state(model)
+    train, val = _loaders()
+    s = progressive(GROUPS, epochs=4, lr=1e-2, every=10, factor=2.6, warmup=0.0, shape="onecycle")
+    result = fit(model, groups, s, train, val, FitOptions(optimizer="sgd"))
+    peaks = [row[f"lr.{HEAD}"] for row in result.history]
+    assert peaks[0] < peaks[1] and peaks[1] == pytest.approx(1e-2, rel=0.05) and peaks[3] < peaks[1]  # rise, then anneal
+    assert not _same(before, _state(model))
