@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             ("frozen, features re-extracted every epoch", slow, auc_slow)]
     table = ["| arm | seconds | final val AUC | speed-up |", "|---|---:|---:|---:|"]
     table += [f"| {name} | {sec:.1f} | {auc:.4f} | {slow / sec:.1f}x |" for name, sec, auc in rows]
-    cmd = "python benchmarks/bench_frozen_cache.py" + " ".join([""] + (argv if argv is not None else sys.argv[1:]))
+    threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
+    cmd = f"{threads}python benchmarks/bench_frozen_cache.py" + " ".join([""] + (argv if argv is not None else sys.argv[1:]))
     body = "\n".join([
         "## Frozen arm: feature cache vs re-extracting every epoch",
         "",

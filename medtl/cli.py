@@ -38,10 +38,12 @@ def print_table(df: Any, title: str | None = None) -> None:
 
     table = Table(title=title, show_lines=False)
     for c in df.columns:
-        table.add_column(str(c), justify="left" if c in ("strategy", "path", "label") else "right")
-    for row in df.itertuples(index=False):
-        table.add_row(*[_fmt(v) for v in row])
-    Console(width=max(100, min(220, 20 * len(df.columns)))).print(table)
+        table.add_column(str(c), justify="left" if c in ("strategy", "path", "label") else "right", no_wrap=True)
+    cells = [[_fmt(v) for v in row] for row in df.itertuples(index=False)]
+    for row in cells:
+        table.add_row(*row)
+    widths = [max([len(str(c))] + [len(r[i]) for r in cells]) for i, c in enumerate(df.columns)]
+    Console(width=max(100, min(250, sum(widths) + 3 * len(widths) + 1))).print(table)  # cells never wrap mid-value
 
 
 def _mean_std(row: Any, key: str) -> str:
@@ -87,7 +89,7 @@ def print_comparison(comp: Any, title: str) -> None:
     sweep = comp.sweep_table()
     if len(sweep):
         sweep = sweep.assign(val_auc=[f"{a:.3f}" if s != s else f"{a:.3f} ± {s:.3f}" for a, s in zip(sweep["val_auc"], sweep["val_auc_std"])])
-        print_table(sweep.drop(columns="val_auc_std"), "layer sweep: frozen features of each layer group (validation AUC)")
+        print_table(sweep.drop(columns="val_auc_std"), "layer sweep (frozen features, validation AUC)")
 
 
 def cmd_demo(a: argparse.Namespace) -> int:

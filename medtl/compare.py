@@ -30,7 +30,8 @@ from medtl.metrics.summary import summarize
 from medtl.models.registry import InputSpec, get_backbone
 from medtl.models.transfer import BuiltBackbone, TransferModel, build_backbone, create_model, make_head
 from medtl.training.feature_cache import Features, FeatureCache, feature_key
-from medtl.training.loop import Checkpointer, FitOptions, FitResult, fit, predict_probs, resolve_device, seed_everything
+from medtl.training.loop import (Checkpointer, FitOptions, FitResult, fit, predict_probs, resolve_device, seed_everything,
+                                 selection_score)
 from medtl.training.strategies import HEAD, Schedule, build_schedule, probe_schedule
 
 @dataclass
@@ -175,12 +176,12 @@ def _val_loss(arm: ArmResult) -> float:
 
 def pick_best(arms: list[ArmResult]) -> ArmResult:
     """Highest mean validation AUC over seeds; ties (common on easy data) go to the lower validation loss."""
-    def score(name: str) -> tuple[float, float]:
-        group = [a for a in arms if a.strategy == name]
-        return float(np.mean([a.val_auc for a in group])), -float(np.mean([_val_loss(a) for a in group]))
+    def score(group: list[ArmResult]) -> tuple[float, float]:
+        return selection_score({"val_auc": float(np.mean([a.val_auc for a in group])),
+                                "val_loss": float(np.mean([_val_loss(a) for a in group]))})
 
-    best_name = max(dict.fromkeys(a.strategy for a in arms), key=score)
-    return max((a for a in arms if a.strategy == best_name), key=lambda a: (a.val_auc, -_val_loss(a)))
+    best_name = max(dict.fromkeys(a.strategy for a in arms), key=lambda n: score([a for a in arms if a.strategy == n]))
+    return max((a for a in arms if a.strategy == best_name), key=lambda a: score([a]))
 
 
 def run_folder(cfg: ExperimentConfig, root: Path | None = None) -> Path:
@@ -217,8 +218,10 @@ class _Shared:
     def features_for(self, built: BuiltBackbone, seed: int, split: str) -> Features:
         """Every layer's pooled features of the frozen backbone on ``split`` (from the disk cache when it can)."""
         weights = built.weights_sha256 or f"random-init-seed{seed}"  # a random backbone differs per seed
+        bf16 = self.cfg.train.amp and self.device.type == "cuda"
         key = feature_key(backbone=self.cfg.backbone.name, weights=weights, spec=self.spec.as_dict(),
-                          preprocess=self.cfg.preprocess.model_dump(mode="json"), data=self.data.fingerprint, split=split)
+                          preprocess=self.cfg.preprocess.model_dump(mode="json"), data=self.data.fingerprint, split=split,
+                          numerics="bf16-autocast" if bf16 else "fp32")
         if key not in self._feats:
             self._feats[key] = self.features.get_or_extract(key, built.backbone, self.loader(split), self.device,
                                                             self.cfg.train.amp, f"extracting {split} features")
@@ -256,9 +259,8 @@ def sweep_layers(s: StrategyConfig, groups: list[str]) -> list[str]:
 
 
 def _selection_key(r: FitResult, order: int) -> tuple[float, float, int]:
-    """Best validation AUC; ties (common on easy data) to the lower validation loss, then the deeper layer."""
-    auc = r.best_val_auc if np.isfinite(r.best_val_auc) else -np.inf
-    return auc, -best_val_loss(r), order
+    """As the loop chooses epochs (``selection_score``), then the deeper layer."""
+    return (*selection_score({"val_auc": r.best_val_auc, "val_loss": best_val_loss(r)}), order)
 
 
 def _frozen_arm(s: StrategyConfig, seed: int, shared: _Shared, built: BuiltBackbone, opts: FitOptions, tracker: Tracker,

@@ -3,12 +3,13 @@
 One pass stores the pooled output of every layer group, so the ``frozen`` arm, ``lp-ft``'s probe
 and a layer sweep all read the same file. The key hashes everything that decides the numbers:
 backbone, weights checksum (or the seed of a random init), input specification, preprocessing
-settings, data fingerprint and split, so a change to any of them is a different file and never a
-stale hit.
+settings, data fingerprint, split and numerics (bf16 on CUDA or fp32), so a change to any of them
+is a different file and never a stale hit.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ class FeatureCache:
         self.misses.append(key)
         out = extract_features(backbone, loader, device, amp, description)
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
+        tmp = p.with_suffix(f".{os.getpid()}.tmp")  # two runs extracting the same key do not share a file
         torch.save(out, tmp)
         tmp.replace(p)  # a killed extraction leaves no half-written cache entry
         return out

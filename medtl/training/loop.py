@@ -181,14 +181,15 @@ def fit(
 
     history: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] | None = None
-    best_auc, best_epoch, bad_epochs, start, resumed = -math.inf, -1, 0, 0, None
+    best_epoch, bad_epochs, start, resumed = -1, 0, 0, None
     if checkpoint is not None and (state := checkpoint.load()) is not None:
         model.load_state_dict(state["model"])
         optim.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        best_state, best_auc, best_epoch = state["best_state"], state["best_val_auc"], state["best_epoch"]
+        best_state, best_epoch = state["best_state"], state["best_epoch"]
         bad_epochs, history = state["bad_epochs"], state["history"]
         start = resumed = state["epoch"] + 1
+    best = selection_score(history[best_epoch]) if best_epoch >= 0 else (-math.inf, -math.inf)
 
     stopped = False
     for epoch in range(start, schedule.epochs):
@@ -224,22 +225,30 @@ def fit(
                "unfrozen_groups": float(len([g for g in trainable if g != HEAD]))}
         row.update({f"lr.{g}": peak[g] for g in names})
         history.append(row)
-        if val_auc > best_auc:
-            best_auc, best_epoch, bad_epochs = val_auc, epoch, 0
+        if selection_score(row) > best:
+            best, best_epoch, bad_epochs = selection_score(row), epoch, 0
             best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
         if checkpoint is not None:
             checkpoint.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optim.state_dict(),
-                             "scheduler": sched.state_dict(), "best_state": best_state, "best_val_auc": best_auc,
-                             "best_epoch": best_epoch, "bad_epochs": bad_epochs, "history": history})
+                             "scheduler": sched.state_dict(), "best_state": best_state, "best_epoch": best_epoch, "bad_epochs": bad_epochs, "history": history})
         if on_epoch is not None:
             on_epoch(epoch, row)
     if best_state is not None:
         model.load_state_dict(best_state)
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
+    best_auc = history[best_epoch]["val_auc"] if best_epoch >= 0 else float("nan")
     return FitResult(history, best_epoch, float(best_auc), stopped, resumed)
+
+
+def selection_score(row: dict[str, float]) -> tuple[float, float]:
+    """What "better" means for keeping weights and early stopping: higher validation AUC, ties
+    (frequent at AUC 1.0) to lower validation loss; where AUC is undefined (a class missing from a
+    small validation split), validation loss alone."""
+    auc = row["val_auc"]
+    return (auc if math.isfinite(auc) else -math.inf), -row["val_loss"]
 
 
 def _reseed_loader(loader: DataLoader, seed: int) -> None:

@@ -10,7 +10,7 @@ from medtl.config import StrategyConfig, TrainConfig, load_config
 from medtl.errors import ConfigError
 from medtl.models.transfer import create_model
 from medtl.training.loop import FitOptions, fit, lr_factor
-from medtl.training.strategies import HEAD, build_schedule, progressive, surgical
+from medtl.training.strategies import HEAD, build_schedule, head_only, progressive, surgical
 
 GROUPS = ("stem", "stage1", "stage2", HEAD)
 
@@ -143,7 +143,7 @@ def test_early_stopping_on_validation_auc() -> None:
     model, _ = create_model("tiny", num_classes=2)
     groups = model.groups()
     train, val = _loaders()
-    schedule = progressive(GROUPS, epochs=8, lr=1e-30, every=1, factor=2.6, warmup=0.0, shape="constant")
+    schedule = head_only(GROUPS, epochs=8, lr=1e-30, shape="constant")
     result = fit(model, groups, schedule, train, val, FitOptions(patience=2))
     assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 0
 
