@@ -19,6 +19,7 @@ def _quiet_libraries() -> None:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is medtl's: tables, run id last
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -102,7 +103,7 @@ def load_model(uri: str, tracking_uri: str | None = None):  # noqa: ANN201
 
 
 def predict(uri: str, paths: list[str | Path], tracking_uri: str | None = None) -> pd.DataFrame:
-    """One row per scan: path, probability per class, predicted label, and ``error`` (None, or why the
+    """One row per scan: path, probability per class, predicted label, and ``error`` (missing, or why the
     scan could not be read: its probabilities are then NaN and the other scans are unaffected)."""
     from medtl.metrics.classification import predicted_labels
 

@@ -129,7 +129,8 @@ def cmd_predict(a: argparse.Namespace) -> int:
         print(json.dumps(out, indent=2))
     elif len(good):
         print_table(good[["path", *prob_cols, "label"]])
-    return _report_errors([(p, e) for p, e in zip(df["path"], df["error"]) if e is not None])
+    bad = df[df["error"].notna()]
+    return _report_errors(list(zip(bad["path"], bad["error"])))
 
 
 def cmd_evaluate(a: argparse.Namespace) -> int:

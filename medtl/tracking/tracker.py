@@ -208,6 +208,7 @@ class MlflowTracker:
             self.client.set_tag(parent.info.run_id, "medtl.resumed_with_commit", self.tags["medtl.git_commit"])
         self.parent_id = parent.info.run_id
         self._write_journal()
+        mlflow.set_experiment(experiment_id=self.experiment_id)  # where MLflow files the LoggedModels of the arms
         self._reopen(parent)
         spec = comparison.spec
         params = {**cfg.flat(), "input.size": spec.size, "input.mean": spec.mean, "input.std": spec.std,

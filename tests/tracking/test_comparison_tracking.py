@@ -235,3 +235,19 @@ def test_second_comparison_is_challenger_unless_better(tracked, identified_data)
     assert v2.tags["medtl.decision"] == d["alias"] and "same validation data" in v2.tags["medtl.decision_reason"]
     holder = client.get_model_version_by_alias("tiny-model", d["alias"])
     assert str(holder.version) == "2"
+
+
+def test_a_bad_scan_costs_only_its_row(tracked, identified_data, tmp_path, capsys) -> None:
+    manifest, _ = identified_data
+    good = pd.read_csv(manifest).path.iloc[0]
+    bad = tmp_path / "broken.dcm"
+    bad.write_bytes(b"not a dicom" * 30)
+    rc, stdout, stderr = _cli(capsys, "predict", "models:/tiny-model@champion", good, str(bad), "--json")
+    assert rc == 1 and [r["path"] for r in json.loads(stdout)] == [good]
+    assert stderr.strip().splitlines() == [f"medtl: error: {bad}: not a DICOM, NIfTI or image file"]
+    odd = tmp_path / "odd.csv"
+    pd.DataFrame({"path": [good], "label": ["cyst"], "patient_id": ["x"]}).to_csv(odd, index=False)
+    rc, stdout, stderr = _cli(capsys, "evaluate", "models:/tiny-model@champion", str(odd))
+    assert rc == 1 and len(stderr.strip().splitlines()) == 1 and "['cyst'] unknown to the model" in stderr
+    rc, stdout, stderr = _cli(capsys, "predict", "models:/no-such-model@champion", good)
+    assert rc == 1 and stderr.startswith("medtl: error: models:/no-such-model@champion: cannot load this model")
