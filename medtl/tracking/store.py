@@ -17,6 +17,17 @@ def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
+def describe(e: BaseException) -> str:
+    """A store failure in a few words: what a person needs, not urllib3's retry history."""
+    text = " ".join(str(e).split())
+    low = text.lower()
+    if "refused" in low or "max retries exceeded" in low or "failed to establish" in low:
+        return "server not answering"
+    if "timed out" in low or "timeout" in low:
+        return "server timed out"
+    return f"{type(e).__name__}: {text[:160]}"
+
+
 def connect(uri: str | None = None) -> str:
     """Point MLflow at the store and prove it answers; a dead server is an error before training.
 
@@ -37,9 +48,7 @@ def connect(uri: str | None = None) -> str:
     try:
         MlflowClient(uri).search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001
-        text = " ".join(str(e).split())
-        reason = "connection refused" if "refused" in text.lower() else f"{type(e).__name__}: {text[:160]}"
         what = "MLflow tracking server not reachable" if is_server(uri) else "MLflow tracking store not usable"
-        raise TrackingError(uri, f"{what} ({reason}); nothing was trained. Start it, or point MLFLOW_TRACKING_URI "
+        raise TrackingError(uri, f"{what} ({describe(e)}); nothing was trained. Start it, or point MLFLOW_TRACKING_URI "
                                  "at a store that answers, and run again") from None
     return uri

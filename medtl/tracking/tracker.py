@@ -43,7 +43,7 @@ from medtl.tracking.provenance import pip_requirements, provenance_tags
 from medtl.tracking.pyfunc import MedtlClassifier, log_classifier, model_meta
 from medtl.tracking.redact import redact_paths
 from medtl.tracking.registry import COMPARISON_TAG, Decision, promote, registered_for
-from medtl.tracking.store import connect
+from medtl.tracking.store import connect, describe
 
 log = logging.getLogger("medtl.tracking")
 
@@ -54,12 +54,13 @@ JOURNAL = "mlflow.json"  # run ids of a comparison, in its local run folder
 MAX_PARAMS, MAX_METRICS = 100, 1000  # MLflow's per-call batch limits
 
 
+# What a store that went away (server down, sqlite locked, artifact disk full) raises: MLflow wraps
+# most of it in MlflowException; artifact uploads raise requests' errors, which are OSErrors.
+STORE_ERRORS = (MlflowException, OSError)
+
+
 def arm_key(strategy: str, seed: int) -> str:
     return f"{strategy}-seed{seed}"
-
-
-def _one_line(e: BaseException) -> str:
-    return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
 
 
 def _close_open_runs(client: MlflowClient, state: dict[str, Any]) -> None:
@@ -93,6 +94,7 @@ class MlflowTracker:
         self.tags: dict[str, str] = {}
         self._arm: str | None = None
         self._arm_done = False
+        self._resumed = False
         self._steps: set[int] = set()
         self._state: dict[str, Any] = {"offline": False, "open": set(), "monitor": None}
         weakref.finalize(self, _close_open_runs, self.client, self._state)
@@ -104,8 +106,8 @@ class MlflowTracker:
             return None
         try:
             return fn(*args, **kwargs)
-        except Exception as e:  # noqa: BLE001 - any failed write: results stay local, the user is told
-            self.failure = f"{what} ({_one_line(e)})"
+        except STORE_ERRORS as e:  # the store or its artifact location failed; a bug in medtl still raises
+            self.failure = f"{what} ({describe(e)})"
             self._state["offline"] = True
             self._stop_monitor()
             log.warning("medtl: warning: MLflow at %s failed while logging %s; training goes on and every result "
@@ -201,10 +203,10 @@ class MlflowTracker:
             tags = resolve_tags({ROLE: "comparison", **self.tags, "medtl.seed": str(cfg.train.seed),
                                  "medtl.seeds": ",".join(map(str, cfg.train.all_seeds))})
             parent = self.client.create_run(self.experiment_id, run_name=cfg.name, tags=tags)
-            self.child_ids = {}
+            self.child_ids, self._resumed = {}, False
         else:
             self.experiment_id = parent.info.experiment_id
-            self.child_ids = dict(journal.get("children", {}))
+            self.child_ids, self._resumed = dict(journal.get("children", {})), True
             self.client.set_tag(parent.info.run_id, "medtl.resumed_with_commit", self.tags["medtl.git_commit"])
         self.parent_id = parent.info.run_id
         self._write_journal()
@@ -249,7 +251,7 @@ class MlflowTracker:
         from mlflow.tracking.context.registry import resolve_tags
 
         key = self._arm
-        run = self._existing(self.child_ids.get(key))
+        run = self._existing(self.child_ids.get(key)) or self._find_child(key)
         resumed = run is not None
         if run is None:
             tags = resolve_tags({"mlflow.parentRunId": self.parent_id, STRATEGY: strategy.name, "medtl.kind": str(strategy.kind),
@@ -265,6 +267,13 @@ class MlflowTracker:
         self._missing_params(run.info.run_id, {f"strategy.{k}": v for k, v in strategy.model_dump(mode="json").items()},
                              run.data.params)
         self._start_monitor(run.info.run_id, resumed)
+
+    def _find_child(self, key: str) -> Run | None:
+        """The arm's run under this parent, should the journal have missed it (killed right after creating it)."""
+        if not self._resumed:  # a parent created just now has no children yet
+            return None
+        runs = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_id}' and tags.`{ARM}` = '{key}'")
+        return runs[0] if runs else None
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         run_id = self.child_ids.get(self._arm or "")

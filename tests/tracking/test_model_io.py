@@ -74,3 +74,12 @@ def test_a_logged_efficientnet_serves_without_its_weights_package(monkeypatch) -
     clf = MedtlClassifier(meta, model.state_dict())
     probs = clf.predict_proba([input_example()["image"][0]])
     assert probs.shape == (1, 2) and abs(probs.sum() - 1) < 1e-5
+
+
+@pytest.mark.parametrize("cmd", ["predict", "evaluate"])
+def test_model_commands_have_help(cmd, capsys) -> None:
+    from medtl.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([cmd, "--help"])
+    assert e.value.code == 0 and "MODEL_ID" in capsys.readouterr().out
