@@ -62,8 +62,11 @@ def model_card(arm: Any, comparison: Any, tags: dict[str, str], run_id: str | No
         + "; intervals are 95% percentile bootstrap "
         + ("over patients" if cfg.data.manifest is not None else "over scans")
         + f" ({cfg.train.bootstrap} resamples). Small sets give wide intervals: read the interval, not the point.",
-        f"Only the domains above were seen ({', '.join(data.domains())}). Other sites, scanners, protocols, "
-        "populations or reconstruction kernels may shift performance without warning; measure before use.",
+        (f"Trained and selected on {', '.join(cfg.data.source_domains)} only; "
+         f"{', '.join(d for d in data.domains() if d not in cfg.data.source_domains) or 'no other domain'} appear(s) only in the test set. "
+         if cfg.data.source_domains else f"Only these domains were seen: {', '.join(data.domains())}. ")
+        + "Other sites, scanners, protocols, populations or reconstruction kernels may shift performance without "
+        "warning; measure before use (`medtl evaluate`).",
         f"Each scan is reduced to one 2D input ({pp.slice_rule} slice rule, window {window} where it applies, "
         f"{spec.size}x{spec.size} pixels); findings outside that plane are invisible to the model.",
         f"Probabilities come from a softmax; calibration on the test set: ECE {arm.metrics.get('test_ece', math.nan):.3f} "
