@@ -19,6 +19,7 @@ def _quiet_libraries() -> None:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is medtl's: tables, run id last
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -82,28 +83,68 @@ def compare(config: str | Path | dict | ExperimentConfig, overrides: list[str] |
     if track:
         from medtl.tracking.tracker import MlflowTracker
 
-        tracker = MlflowTracker(tracking_uri, register=cfg.tracking.register_best)
+        tracker = MlflowTracker(tracking_uri, register=cfg.tracking.register_best, system_metrics=cfg.tracking.system_metrics)
     return _compare(cfg, tracker, resume=resume)
 
 
-def load_model(uri: str):  # noqa: ANN201
-    """A registered or logged model (any MLflow model URI) with its own preprocessing."""
+def load_model(uri: str, tracking_uri: str | None = None):  # noqa: ANN201
+    """A registered or logged model (any MLflow model URI) with its own preprocessing: a ``MedtlClassifier``."""
+    from mlflow.exceptions import MlflowException
+
+    from medtl.errors import TrackingError
     from medtl.tracking.store import connect
     from medtl.tracking.tracker import load_classifier
 
-    connect()
-    return load_classifier(uri)
+    connect(tracking_uri)
+    try:
+        return load_classifier(uri)
+    except MlflowException as e:
+        raise TrackingError(uri, f"cannot load this model ({' '.join(e.message.split())[:200]})") from None
 
 
-def predict(uri: str, paths: list[str | Path]) -> pd.DataFrame:
-    """One row per scan: path, probability per class, predicted label."""
-    clf = load_model(uri)
-    probs = clf.predict_proba([str(p) for p in paths])
-    df = pd.DataFrame(probs, columns=[f"p_{c}" for c in clf.classes])
-    df.insert(0, "path", [str(p) for p in paths])
+def predict(uri: str, paths: list[str | Path], tracking_uri: str | None = None) -> pd.DataFrame:
+    """One row per scan: path, probability per class, predicted label, and ``error`` (missing, or why the
+    scan could not be read: its probabilities are then NaN and the other scans are unaffected)."""
     from medtl.metrics.classification import predicted_labels
 
-    df["label"] = [clf.classes[i] for i in predicted_labels(probs)] if len(probs) else []
+    clf = load_model(uri, tracking_uri)
+    probs, errors = clf.predict_each([str(p) for p in paths])
+    df = pd.DataFrame(probs, columns=[f"p_{c}" for c in clf.classes])
+    df.insert(0, "path", [str(p) for p in paths])
+    labels = predicted_labels(np.nan_to_num(probs)) if len(probs) else []
+    df["label"] = [None if e is not None else clf.classes[i] for i, e in zip(labels, errors)]
+    df["error"] = errors
+    return df
+
+
+def evaluate(uri: str, manifest: str | Path, split: str | None = None, bootstrap: int = 1000, seed: int = 0,
+             tracking_uri: str | None = None):  # noqa: ANN201
+    """A model on a manifest: metrics overall and per domain with 95% bootstrap intervals (``Evaluation``)."""
+    from medtl.evaluate import evaluate as _evaluate
+
+    return _evaluate(load_model(uri, tracking_uri), manifest, split=split, n_boot=bootstrap, seed=seed, model_uri=uri)
+
+
+def results(run_id: str | None = None, experiment: str | None = None, per_arm: bool = False,
+            tracking_uri: str | None = None) -> pd.DataFrame:
+    """A comparison's results read back from MLflow (the latest one unless ``run_id`` names its parent run).
+
+    ``per_arm=False``: one row per strategy, as ``medtl compare`` printed it (means over seeds, 95% CIs).
+    ``per_arm=True``: one row per child run (strategy x seed) with its run id, status and model URI.
+    ``df.attrs`` holds the parent ``run_id``, ``experiment_id``, ``best_strategy`` and the ``registry`` tags.
+    """
+    from mlflow.tracking import MlflowClient
+
+    from medtl.tracking.results import arms_table, comparison_table, find_comparison
+    from medtl.tracking.store import connect
+
+    client = MlflowClient(connect(tracking_uri))
+    parent = find_comparison(client, run_id, experiment)
+    df = arms_table(client, parent) if per_arm else comparison_table(client, parent)
+    tags = parent.data.tags
+    df.attrs.update({"run_id": parent.info.run_id, "experiment_id": parent.info.experiment_id,
+                     "best_strategy": tags.get("medtl.best_strategy"),
+                     "registry": {k.removeprefix("medtl.registry."): v for k, v in tags.items() if k.startswith("medtl.registry.")}})
     return df
 
 

@@ -150,18 +150,39 @@ def cmd_compare(a: argparse.Namespace) -> int:
     return 0
 
 
+def _report_errors(rows: list[tuple[str, str]]) -> int:
+    """Each unreadable scan as its own one-line error; exit 1 if there was any."""
+    for _, error in rows:
+        sys.stderr.write(f"medtl: error: {error}\n")
+    return 1 if rows else 0
+
+
 def cmd_predict(a: argparse.Namespace) -> int:
     from medtl import api
 
     df = api.predict(a.model_uri, a.paths)
+    good = df[df["error"].isna()]
+    prob_cols = [c for c in df.columns if c.startswith("p_")]
     if a.json:
-        prob_cols = [c for c in df.columns if c.startswith("p_")]
         out = [{"path": r["path"], "probabilities": {c[2:]: float(r[c]) for c in prob_cols}, "label": r["label"]}
-               for _, r in df.iterrows()]
+               for _, r in good.iterrows()]
         print(json.dumps(out, indent=2))
+    elif len(good):
+        print_table(good[["path", *prob_cols, "label"]])
+    bad = df[df["error"].notna()]
+    return _report_errors(list(zip(bad["path"], bad["error"])))
+
+
+def cmd_evaluate(a: argparse.Namespace) -> int:
+    from medtl import api
+
+    ev = api.evaluate(a.model_uri, a.manifest, split=a.split, bootstrap=a.bootstrap, seed=a.seed)
+    if a.json:
+        print(json.dumps(ev.as_dict(), indent=2))
     else:
-        print_table(df)
-    return 0
+        n = ev.as_dict()["overall"]["n"]
+        print_table(ev.table(), f"{a.model_uri} on {n} scans{f' ({a.split} split)' if a.split else ''}: 95% bootstrap CI")
+    return _report_errors([(s["path"], s["error"]) for s in ev.skipped])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -193,10 +214,19 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=cmd_compare)
 
     r = sub.add_parser("predict", help="class probabilities for scans from any MLflow model URI")
-    r.add_argument("model_uri")
-    r.add_argument("paths", nargs="+")
+    r.add_argument("model_uri", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model, models:/MODEL_ID")
+    r.add_argument("paths", nargs="+", help="DICOM files, DICOM series folders, NIfTI, images")
     r.add_argument("--json", action="store_true")
     r.set_defaults(func=cmd_predict)
+
+    e = sub.add_parser("evaluate", help="a model's metrics on a manifest, overall and per domain, with 95%% CIs")
+    e.add_argument("model_uri", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model, models:/MODEL_ID")
+    e.add_argument("manifest", help="manifest CSV (path, label, patient_id, optional domain and split)")
+    e.add_argument("--split", choices=["train", "val", "test"], help="only this split's rows (default: every row)")
+    e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (default 1000)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_evaluate)
     return p
 
 

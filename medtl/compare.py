@@ -96,6 +96,7 @@ class Comparison:
     best: ArmResult | None = None
     run_id: str | None = None
     registry: dict[str, Any] = field(default_factory=dict)
+    folder: Path | None = None  # the run folder: finished arms on local disk (trackers journal here too)
 
     def table(self) -> pd.DataFrame:
         return results_table(self.arms)
@@ -346,7 +347,7 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
     if not resume and folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    comparison = Comparison(cfg, data, spec)
+    comparison = Comparison(cfg, data, spec, folder=folder)
     shared = _Shared(cfg, data, spec, folder, device)
     tracker.start(comparison)
     for seed in cfg.train.all_seeds:

@@ -154,6 +154,9 @@ class TrackingConfig(_Strict):
     experiment: str = "medtl"
     model_name: str = "medtl-model"
     register_best: bool = True  # register the best strategy's model under model_name
+    # CPU, memory, disk, network (and GPU with nvidia-ml-py) on every child run, sampled every 10 s
+    # (MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL changes the interval)
+    system_metrics: bool = True
 
 
 class ExperimentConfig(_Strict):

@@ -10,7 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 
-def _medtl(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+def _medtl(args: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 1800) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "medtl", *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)

@@ -16,20 +16,32 @@ from medtl.metrics.classification import predicted_labels  # noqa: E402
 
 
 def learning_curves(history: list[dict[str, float]], title: str) -> plt.Figure:
+    """Losses, validation AUC, and each layer group's learning rate with the number of unfrozen groups."""
     h = pd.DataFrame(history)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.4))
-    a.plot(h["epoch"] + 1, h["train_loss"], label="train loss")
-    a.plot(h["epoch"] + 1, h["val_loss"], label="val loss")
+    x = h["epoch"] + 1
+    lrs = [c for c in h.columns if c.startswith("lr.")]
+    fig, axes = plt.subplots(1, 3 if lrs else 2, figsize=(13 if lrs else 9, 3.4))
+    a, b = axes[0], axes[1]
+    a.plot(x, h["train_loss"], label="train loss")
+    a.plot(x, h["val_loss"], label="val loss")
     a.set_xlabel("epoch")
     a.legend()
-    b.plot(h["epoch"] + 1, h["val_auc"], color="C2", label="val AUC")
+    b.plot(x, h["val_auc"], color="C2", label="val AUC")
     b.set_xlabel("epoch")
     b.set_ylim(0, 1.01)
     b.legend(loc="lower right")
-    if "unfrozen_groups" in h and h["unfrozen_groups"].nunique() > 1:
-        c = b.twinx()
-        c.step(h["epoch"] + 1, h["unfrozen_groups"], where="post", color="grey", alpha=0.5)
-        c.set_ylabel("unfrozen groups")
+    if lrs:
+        c = axes[2]
+        for col in lrs:
+            c.plot(x, h[col].where(h[col] > 0), marker=".", label=col.removeprefix("lr."))
+        c.set_yscale("log")
+        c.set_xlabel("epoch")
+        c.set_ylabel("learning rate (end of epoch)")
+        c.legend(fontsize=7, loc="lower left")
+        if "unfrozen_groups" in h and h["unfrozen_groups"].nunique() > 1:
+            u = c.twinx()
+            u.step(x, h["unfrozen_groups"], where="post", color="grey", alpha=0.5)
+            u.set_ylabel("unfrozen groups")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -1,8 +1,9 @@
 """Registry promotion by aliases: ``champion`` moves only to a model that beats it on the same data.
 
 The current champion is re-scored on the new comparison's validation set unless its recorded
-score was measured on exactly that set (same fingerprint); the decision and both scores are
-written onto the new model version as tags.
+score was measured on exactly that set (same fingerprint). The decision, both scores and the
+reason are written onto the new model version as tags *before* any alias moves, so an interrupted
+registration resumes to the same decision instead of comparing the model with itself.
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+COMPARISON_TAG = "medtl.comparison_run"
 
 
 @dataclass
@@ -29,31 +32,73 @@ class Decision:
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
+    def tags(self, val_fingerprint: str) -> dict[str, str]:
+        return {"medtl.val_auc": f"{self.val_auc:.6f}", "medtl.val_fingerprint": val_fingerprint,
+                "medtl.decision": self.alias, "medtl.decision_reason": self.reason,
+                "medtl.champion_val_auc": "" if self.champion_val_auc is None else f"{self.champion_val_auc:.6f}",
+                "medtl.previous_champion": self.previous_champion or ""}
 
-def current_champion(client: MlflowClient, name: str):  # noqa: ANN201
+    @classmethod
+    def from_version(cls, mv: ModelVersion) -> Decision | None:
+        t = mv.tags
+        if "medtl.decision" not in t:
+            return None
+        return cls(mv.name, str(mv.version), t["medtl.decision"], float(t["medtl.val_auc"]),
+                   float(t["medtl.champion_val_auc"]) if t.get("medtl.champion_val_auc") else None,
+                   t.get("medtl.previous_champion") or None, t.get("medtl.decision_reason", ""))
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     try:
-        return client.get_model_version_by_alias(name, CHAMPION)
+        return client.get_model_version_by_alias(name, alias)
     except MlflowException:
         return None
 
 
+def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    return _alias_version(client, name, CHAMPION)
+
+
+def registered_for(client: MlflowClient, name: str, comparison_run: str) -> ModelVersion | None:
+    """The version a comparison already registered (an interrupted run being resumed), if any."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+    except MlflowException:
+        return None
+    mine = [v for v in versions if v.tags.get(COMPARISON_TAG) == comparison_run]
+    return max(mine, key=lambda v: int(v.version)) if mine else None
+
+
+def decide(client: MlflowClient, name: str, version: str, val_auc: float, val_fingerprint: str,
+           score_champion: Callable[[str], float]) -> Decision:
+    """Champion if ``version`` beats the current champion on this validation set, else challenger."""
+    champ = current_champion(client, name)
+    if champ is None or str(champ.version) == str(version):
+        return Decision(name, str(version), CHAMPION, val_auc, None, None, "no champion yet")
+    if champ.tags.get("medtl.val_fingerprint") == val_fingerprint and "medtl.val_auc" in champ.tags:
+        champ_auc, how = float(champ.tags["medtl.val_auc"]), "its recorded score"
+    else:
+        champ_auc, how = float(score_champion(f"models:/{name}/{champ.version}")), "re-scored"
+    beats = val_auc > champ_auc
+    reason = (f"val AUC {val_auc:.4f} {'beats' if beats else 'does not beat'} champion v{champ.version} "
+              f"({champ_auc:.4f}, {how}) on the same validation data")
+    return Decision(name, str(version), CHAMPION if beats else CHALLENGER, val_auc, champ_auc, str(champ.version), reason)
+
+
+def apply(client: MlflowClient, decision: Decision, val_fingerprint: str) -> None:
+    """Record the decision on the version, then move its alias (unless a newer version holds it already)."""
+    for key, value in decision.tags(val_fingerprint).items():
+        client.set_model_version_tag(decision.name, decision.version, key, value)
+    holder = _alias_version(client, decision.name, decision.alias)
+    if holder is None or int(holder.version) <= int(decision.version):
+        client.set_registered_model_alias(decision.name, decision.alias, decision.version)
+
+
 def promote(client: MlflowClient, name: str, version: str, val_auc: float, val_fingerprint: str,
             score_champion: Callable[[str], float]) -> Decision:
-    """Give ``version`` the champion alias if it beats the champion on this validation set, else challenger."""
-    champ = current_champion(client, name)
-    if champ is None:
-        alias, champ_auc, reason = CHAMPION, None, "no champion yet"
-    else:
-        if champ.tags.get("medtl.val_fingerprint") == val_fingerprint and "medtl.val_auc" in champ.tags:
-            champ_auc = float(champ.tags["medtl.val_auc"])
-        else:
-            champ_auc = float(score_champion(f"models:/{name}/{champ.version}"))
-        if val_auc > champ_auc:
-            alias, reason = CHAMPION, f"val AUC {val_auc:.4f} beats champion v{champ.version} ({champ_auc:.4f}) on the same validation data"
-        else:
-            alias, reason = CHALLENGER, f"val AUC {val_auc:.4f} does not beat champion v{champ.version} ({champ_auc:.4f}) on the same validation data"
-    client.set_registered_model_alias(name, alias, version)
-    for key, value in {"medtl.val_auc": f"{val_auc:.6f}", "medtl.val_fingerprint": val_fingerprint,
-                       "medtl.decision": alias, "medtl.decision_reason": reason}.items():
-        client.set_model_version_tag(name, version, key, value)
-    return Decision(name, str(version), alias, val_auc, champ_auc, None if champ is None else str(champ.version), reason)
+    """Decide and apply; a version that already carries a decision keeps it (resumed registration)."""
+    decision = Decision.from_version(client.get_model_version(name, version))
+    if decision is None:
+        decision = decide(client, name, version, val_auc, val_fingerprint, score_champion)
+    apply(client, decision, val_fingerprint)
+    return decision

@@ -2,16 +2,26 @@
 
 Names follow INTERFACE.md: parent tag ``medtl.role=comparison``, child tag
 ``medtl.strategy=<name>``, final ``test_auc``/``test_acc`` (and ``.<domain>``), per-epoch
-``train_loss``/``val_auc``/``val_loss``. Nothing that identifies a patient is written: patient ids
-are keyed hashes from the moment the manifest is read.
+``train_loss``/``val_auc``/``val_loss`` (plus ``lr.<group>`` and ``unfrozen_groups``). Nothing that
+identifies a patient is written: patient ids are keyed hashes from the moment the manifest is read,
+and file paths never leave the machine.
+
+Local first. Training never waits on the tracking store: every finished arm is already on local
+disk (``ArmResult.save``) when it is logged. If the store stops answering, the tracker says so
+once, stops writing, lets the comparison finish locally and then raises a ``TrackingError`` naming
+the run folder. ``--resume`` reattaches to the same runs (their ids are journalled in the run
+folder) and logs only what the store does not hold yet: missing epochs, metrics, artifacts, the
+model, the registration. Every write is keyed so that doing it again changes nothing.
 """
 
 from __future__ import annotations
 
 import json
-import subprocess
+import logging
 import tempfile
-from importlib import metadata
+import time
+import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,158 +29,390 @@ import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.models import ModelSignature
+import yaml
+from mlflow.entities import Metric, Param, Run, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.types import ColSpec, Schema
 
-import medtl
 from medtl.config import StrategyConfig
-from medtl.metrics.classification import auc_score
+from medtl.errors import TrackingError
+from medtl.metrics.classification import auc_score, predicted_labels
 from medtl.tracking import plots
-from medtl.tracking.pyfunc import MedtlClassifier, model_meta, save_model_files
-from medtl.tracking.registry import Decision, promote
-from medtl.tracking.store import connect
+from medtl.tracking.model_card import model_card
+from medtl.tracking.provenance import pip_requirements, provenance_tags
+from medtl.tracking.pyfunc import MedtlClassifier, log_classifier, model_meta
+from medtl.tracking.redact import redact_paths
+from medtl.tracking.registry import COMPARISON_TAG, Decision, promote, registered_for
+from medtl.tracking.store import connect, describe
 
-ROLE, STRATEGY = "medtl.role", "medtl.strategy"
+log = logging.getLogger("medtl.tracking")
+
+ROLE, STRATEGY, ARM = "medtl.role", "medtl.strategy", "medtl.arm"
+LOGGED = "medtl.logged"  # "complete" once everything of a child run is in the store
+MODEL_ID = "medtl.model_id"  # the LoggedModel of a child run, set once its upload finished
+JOURNAL = "mlflow.json"  # run ids of a comparison, in its local run folder
+MAX_PARAMS, MAX_METRICS = 100, 1000  # MLflow's per-call batch limits
 
 
-def pip_requirements() -> list[str]:
-    """medtl's own runtime dependencies at the versions installed now (read from its metadata)."""
-    reqs = []
-    for line in metadata.requires("medtl") or []:
-        if "extra ==" in line:
-            continue
-        name = line.split(";")[0].split("[")[0]
-        for sep in ("<", ">", "=", "!", "~", " "):
-            name = name.split(sep)[0]
+# What a store that went away (server down, sqlite locked, artifact disk full) raises: MLflow wraps
+# most of it in MlflowException; artifact uploads raise requests' errors, which are OSErrors.
+STORE_ERRORS = (MlflowException, OSError)
+
+
+def arm_key(strategy: str, seed: int) -> str:
+    return f"{strategy}-seed{seed}"
+
+
+def _close_open_runs(client: MlflowClient, state: dict[str, Any]) -> None:
+    """Finalizer: runs left open by an exception are marked FAILED (``--resume`` reopens them)."""
+    if state.get("monitor") is not None:
+        state["monitor"].finish()
+    if state["offline"]:
+        return
+    for run_id in list(state["open"]):
         try:
-            reqs.append(f"{name}=={metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            reqs.append(name)
-    return reqs
-
-
-def git_commit() -> str:
-    try:
-        root = Path(medtl.__file__).resolve().parent.parent
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except Exception:  # noqa: BLE001
-        return "unknown"
-
-
-SIGNATURE = ModelSignature(inputs=Schema([ColSpec("string")]))
+            client.set_terminated(run_id, "FAILED")
+        except Exception:  # noqa: BLE001 - best effort while the interpreter unwinds
+            return
 
 
 class MlflowTracker:
-    """Implements ``medtl.compare.Tracker`` on an MLflow store (sqlite by default)."""
+    """Implements ``medtl.compare.Tracker`` on an MLflow store (sqlite by default, or a server)."""
 
-    def __init__(self, uri: str | None = None, register: bool = True) -> None:
-        self.uri = connect(uri)
+    def __init__(self, uri: str | None = None, register: bool = True, system_metrics: bool = True) -> None:
+        self.uri = connect(uri)  # a dead store is an error here, before any training
         self.client = MlflowClient(self.uri)
         self.register = register
+        self.system_metrics = system_metrics
+        self.folder: Path | None = None
+        self.experiment_id: str | None = None
         self.parent_id: str | None = None
-        self.child_ids: dict[tuple[str, int], str] = {}
-        self.model_uris: dict[tuple[str, int], str] = {}
+        self.child_ids: dict[str, str] = {}
+        self.model_uris: dict[str, str] = {}
         self.decision: Decision | None = None
+        self.failure: str | None = None
+        self.tags: dict[str, str] = {}
+        self._arm: str | None = None
+        self._arm_done = False
+        self._resumed = False
+        self._steps: set[int] = set()
+        self._state: dict[str, Any] = {"offline": False, "open": set(), "monitor": None}
+        weakref.finalize(self, _close_open_runs, self.client, self._state)
 
-    # -- the comparison (parent run) ---------------------------------------------------------
+    # -- failures: say it once, keep training, raise at the end -----------------------------------
+    def _store(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a write against the store; the first failure switches the tracker to local-only."""
+        if self.failure is not None:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except STORE_ERRORS as e:  # the store or its artifact location failed; a bug in medtl still raises
+            self.failure = f"{what} ({describe(e)})"
+            self._state["offline"] = True
+            self._stop_monitor()
+            log.warning("medtl: warning: MLflow at %s failed while logging %s; training goes on and every result "
+                        "stays on local disk in %s; rerun with --resume once the store answers to log them",
+                        self.uri, self.failure, self.folder)
+            return None
+
+    def _lost(self) -> TrackingError:
+        return TrackingError(self.uri, f"MLflow failed while logging {self.failure}. Nothing is lost: the trained models, "
+                                       f"checkpoints and metrics are on local disk in {self.folder}; once the store "
+                                       "answers again, rerun the same comparison with --resume to log them")
+
+    # -- local journal of run ids -----------------------------------------------------------------
+    def _read_journal(self) -> dict[str, Any]:
+        path = None if self.folder is None else self.folder / JOURNAL
+        if path is None or not path.is_file():
+            return {}
+        journal = json.loads(path.read_text())
+        return journal if journal.get("tracking_uri") == self.uri else {}
+
+    def _write_journal(self) -> None:
+        if self.folder is None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / (JOURNAL + ".tmp")
+        tmp.write_text(json.dumps({"tracking_uri": self.uri, "experiment_id": self.experiment_id,
+                                   "parent_run_id": self.parent_id, "children": self.child_ids}, indent=2))
+        tmp.replace(self.folder / JOURNAL)
+
+    def _existing(self, run_id: str | None) -> Run | None:
+        if not run_id:
+            return None
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as e:
+            if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return None if run.info.lifecycle_stage == "deleted" else run
+
+    def _reopen(self, run: Run) -> None:
+        if run.info.status != "RUNNING":
+            self.client.update_run(run.info.run_id, status="RUNNING")
+        self._state["open"].add(run.info.run_id)
+
+    def _missing_params(self, run_id: str, params: dict[str, Any], have: dict[str, str]) -> None:
+        todo = [Param(k[:250], str(v)[:6000]) for k, v in params.items() if k[:250] not in have]
+        for i in range(0, len(todo), MAX_PARAMS):
+            self.client.log_batch(run_id, params=todo[i : i + MAX_PARAMS])
+
+    def _log_metrics(self, run_id: str, values: dict[str, float], step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        todo = [Metric(k, float(v), now, step) for k, v in values.items() if v is not None and np.isfinite(v)]
+        for i in range(0, len(todo), MAX_METRICS):
+            self.client.log_batch(run_id, metrics=todo[i : i + MAX_METRICS])
+
+    # -- system metrics (CPU, memory, disk, network; GPU with nvidia-ml-py) ------------------------
+    def _start_monitor(self, run_id: str, resumed: bool) -> None:
+        if not self.system_metrics:
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            logging.getLogger("mlflow.system_metrics").setLevel(logging.ERROR)
+            monitor = SystemMetricsMonitor(run_id, resume_logging=resumed, tracking_uri=self.uri)
+        except ImportError as e:  # psutil is a declared dependency; a broken install still trains
+            log.warning("medtl: warning: system metrics off (%s)", e)
+            self.system_metrics = False
+            return
+        monitor.start()
+        self._state["monitor"] = monitor
+
+    def _stop_monitor(self) -> None:
+        monitor, self._state["monitor"] = self._state["monitor"], None
+        if monitor is not None:
+            monitor.finish()
+
+    # -- the comparison (parent run) ------------------------------------------------------------
     def start(self, comparison: Any) -> None:
-        cfg = comparison.config
-        mlflow.set_experiment(cfg.tracking.experiment)
-        run = mlflow.start_run(run_name=cfg.name, tags={
-            ROLE: "comparison", "medtl.version": medtl.__version__, "medtl.git_commit": git_commit(),
-            "medtl.data_hash": comparison.data.fingerprint, "medtl.backbone": cfg.backbone.name,
-            "medtl.seed": str(cfg.train.seed)})
-        self.parent_id = run.info.run_id
+        self.folder = getattr(comparison, "folder", None)
+        self.tags = provenance_tags(comparison)
+        self._store("the comparison run", self._start_parent, comparison, self._read_journal())
         comparison.run_id = self.parent_id
-        mlflow.log_params(_chunk(cfg.flat()))
-        mlflow.log_params({"input.size": comparison.spec.size, "input.mean": comparison.spec.mean,
-                           "input.std": comparison.spec.std, "input.interpolation": comparison.spec.interpolation,
-                           "input.source": comparison.spec.source[:500], "data.classes": ",".join(comparison.data.classes)[:500]})
-        mlflow.log_dict(cfg.model_dump(mode="json"), "config.json")
-        counts = {s: len(v) for s, v in comparison.data.splits.items()}
-        mlflow.log_dict({"splits": counts, "domains": comparison.data.domains(), "notes": comparison.data.notes}, "data.json")
-        report = Path(str(cfg.data.manifest)).parent / "report.md" if cfg.data.manifest else None
-        if report is not None and report.is_file():
-            mlflow.log_artifact(str(report), "curation")
+
+    def _start_parent(self, comparison: Any, journal: dict[str, Any]) -> None:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        cfg = comparison.config
+        parent = self._existing(journal.get("parent_run_id"))
+        if parent is None:
+            exp = self.client.get_experiment_by_name(cfg.tracking.experiment)
+            self.experiment_id = exp.experiment_id if exp is not None else self.client.create_experiment(cfg.tracking.experiment)
+            tags = resolve_tags({ROLE: "comparison", **self.tags, "medtl.seed": str(cfg.train.seed),
+                                 "medtl.seeds": ",".join(map(str, cfg.train.all_seeds))})
+            parent = self.client.create_run(self.experiment_id, run_name=cfg.name, tags=tags)
+            self.child_ids, self._resumed = {}, False
+        else:
+            self.experiment_id = parent.info.experiment_id
+            self.child_ids, self._resumed = dict(journal.get("children", {})), True
+            self.client.set_tag(parent.info.run_id, "medtl.resumed_with_commit", self.tags["medtl.git_commit"])
+        self.parent_id = parent.info.run_id
+        self._write_journal()
+        mlflow.set_experiment(experiment_id=self.experiment_id)  # where MLflow files the LoggedModels of the arms
+        self._reopen(parent)
+        spec = comparison.spec
+        params = {**cfg.flat(), "input.size": spec.size, "input.mean": spec.mean, "input.std": spec.std,
+                  "input.interpolation": spec.interpolation, "input.source": spec.source,
+                  "data.classes": ",".join(comparison.data.classes)}
+        self._missing_params(self.parent_id, params, parent.data.params)
+        self.client.log_text(self.parent_id, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "config.yaml")
+        data = comparison.data
+        self.client.log_dict(self.parent_id, {
+            "classes": data.classes, "domains": data.domains(), "notes": data.notes,
+            "splits": {s: {"scans": len(v), "per_label": {c: sum(it["label"] == i for it in v) for i, c in enumerate(data.classes)},
+                           "per_domain": {d: sum(it["domain"] == d for it in v) for d in data.domains()}}
+                       for s, v in data.splits.items()}}, "data.json")
+        report = self._curation_report(comparison)
+        if report is not None:
+            self.client.log_text(self.parent_id, report, "curation/report.md")
+
+    @staticmethod
+    def _curation_report(comparison: Any) -> str | None:
+        """The curation report beside the manifest, with every file path and name redacted."""
+        manifest = comparison.config.data.manifest
+        if manifest is None or not (Path(manifest).parent / "report.md").is_file():
+            return None
+        folder = Path(manifest).parent
+        paths = [it["path"] for items in comparison.data.splits.values() for it in items]
+        for extra in ("quarantine.csv", "manifest.csv"):
+            if (folder / extra).is_file():
+                paths += pd.read_csv(folder / extra, dtype=str, keep_default_na=False).get("path", pd.Series(dtype=str)).tolist()
+        return redact_paths((folder / "report.md").read_text(), paths)
 
     # -- one arm (child run) -----------------------------------------------------------------
     def start_arm(self, strategy: StrategyConfig, seed: int) -> None:
-        run = mlflow.start_run(run_name=f"{strategy.name}-seed{seed}", nested=True, tags={
-            STRATEGY: strategy.name, "medtl.kind": str(strategy.kind), "medtl.seed": str(seed),
-            "medtl.version": medtl.__version__, "medtl.git_commit": git_commit()})
-        self.child_ids[(strategy.name, seed)] = run.info.run_id
-        mlflow.log_params(_chunk({f"strategy.{k}": v for k, v in strategy.model_dump(mode="json").items()}))
+        self._arm, self._arm_done, self._steps = arm_key(strategy.name, seed), False, set()
+        if self.parent_id is not None:
+            self._store(f"the run of {self._arm}", self._start_child, strategy, seed)
+
+    def _start_child(self, strategy: StrategyConfig, seed: int) -> None:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        key = self._arm
+        run = self._existing(self.child_ids.get(key)) or self._find_child(key)
+        resumed = run is not None
+        if run is None:
+            tags = resolve_tags({"mlflow.parentRunId": self.parent_id, STRATEGY: strategy.name, "medtl.kind": str(strategy.kind),
+                                 ARM: key, "medtl.seed": str(seed), **self.tags})
+            run = self.client.create_run(self.experiment_id, run_name=key, tags=tags)
+            self.child_ids[key] = run.info.run_id
+            self._write_journal()
+        elif run.data.tags.get(LOGGED) == "complete":
+            self._arm_done = True
+            self.model_uris[key] = f"models:/{run.data.tags[MODEL_ID]}"
+            return
+        self._reopen(run)
+        self._missing_params(run.info.run_id, {f"strategy.{k}": v for k, v in strategy.model_dump(mode="json").items()},
+                             run.data.params)
+        self._start_monitor(run.info.run_id, resumed)
+
+    def _find_child(self, key: str) -> Run | None:
+        """The arm's run under this parent, should the journal have missed it (killed right after creating it)."""
+        if not self._resumed:  # a parent created just now has no children yet
+            return None
+        runs = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_id}' and tags.`{ARM}` = '{key}'")
+        return runs[0] if runs else None
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch" and np.isfinite(v)}, step=epoch)
+        run_id = self.child_ids.get(self._arm or "")
+        if run_id is None or self._arm_done or self.failure is not None:
+            return
+        self._store(f"epoch {epoch + 1} of {self._arm}", self._log_metrics, run_id,
+                    {k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
+        if self.failure is None:
+            self._steps.add(int(epoch))
 
     def end_arm(self, arm: Any, comparison: Any) -> None:
-        cfg, data = comparison.config, comparison.data
-        mlflow.set_tags({"medtl.data_hash": data.fingerprint, "medtl.weights": arm.weights_id,
-                         "medtl.weights_sha256": arm.weights_sha256 or "random-init"})
-        mlflow.log_metrics({k: float(v) for k, v in arm.metrics.items() if np.isfinite(v)})
-        mlflow.log_metrics({"best_epoch": arm.fit.best_epoch, "train_seconds": arm.seconds})
+        key = arm_key(arm.strategy, arm.seed)
+        run_id = self.child_ids.get(key)
+        try:
+            if self._arm_done or run_id is None or self.failure is not None:
+                return
+            self._store(f"the results of {key}", self._log_arm, arm, comparison, run_id, key)
+        finally:
+            self._stop_monitor()
+            self._arm = None
+
+    def _log_arm(self, arm: Any, comparison: Any, run_id: str, key: str) -> None:
+        c, data = self.client, comparison.data
+        run = c.get_run(run_id)
+        c.log_batch(run_id, tags=[RunTag("medtl.weights", arm.weights_id), RunTag("medtl.weights_sha256", arm.weights_sha256 or "random-init")])
+        self._catch_up_epochs(run_id, arm.fit.history, "")
+        if arm.probe is not None:
+            self._catch_up_epochs(run_id, arm.probe.history, "probe.")
+        final = {("best_val_auc" if k == "val_auc" else k): v for k, v in arm.metrics.items()}
+        final.update({"best_epoch": arm.fit.best_epoch, "train_seconds": arm.seconds})
+        self._log_metrics(run_id, {k: v for k, v in final.items() if k not in run.data.metrics})
         title = f"{arm.strategy} (seed {arm.seed})"
+        figures = {"plots/confusion_matrix.png": plots.confusion(arm.test_labels, arm.test_probs, data.classes, title),
+                   "plots/roc.png": plots.roc(arm.test_labels, arm.test_probs, data.classes, title),
+                   "plots/calibration.png": plots.calibration(arm.test_labels, arm.test_probs, title)}
         if arm.fit.history:
-            mlflow.log_figure(plots.learning_curves(arm.fit.history, title), "plots/learning_curves.png")
-        mlflow.log_figure(plots.confusion(arm.test_labels, arm.test_probs, data.classes, title), "plots/confusion_matrix.png")
-        mlflow.log_figure(plots.roc(arm.test_labels, arm.test_probs, data.classes, title), "plots/roc.png")
-        mlflow.log_figure(plots.calibration(arm.test_labels, arm.test_probs, title), "plots/calibration.png")
+            figures["plots/learning_curves.png"] = plots.learning_curves(arm.fit.history, title)
+        for name, fig in figures.items():
+            c.log_figure(run_id, fig, name)
         plt.close("all")
-        preds = arm.test_items[["domain", "patient"]].copy()
-        preds["label"] = arm.test_labels
-        for i, c in enumerate(data.classes):
-            preds[f"p_{c}"] = arm.test_probs[:, i]
-        mlflow.log_table(preds, "predictions.json")
-        mlflow.log_dict({"history": arm.fit.history}, "history.json")
-        meta = model_meta(arm.model, cfg.backbone.name, data.classes, comparison.spec, cfg.preprocess,
-                          cfg.strategies[[s.name for s in cfg.strategies].index(arm.strategy)].head if arm.kind == "frozen" else "linear",
-                          arm.strategy)
-        with tempfile.TemporaryDirectory() as tmp:
-            files = save_model_files(Path(tmp), arm.model, meta)
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(Path(__file__).with_name("pyfunc_model.py")), artifacts=files,
-                code_paths=[str(Path(medtl.__file__).parent)], pip_requirements=pip_requirements(),
-                signature=SIGNATURE, metadata={"medtl": {"strategy": arm.strategy, "backbone": cfg.backbone.name}},
-            )
-        self.model_uris[(arm.strategy, arm.seed)] = info.model_uri
-        mlflow.end_run()
+        c.log_table(run_id, predictions_table(arm, data.classes), "predictions.json")
+        c.log_dict(run_id, {"history": arm.fit.history, "probe_history": None if arm.probe is None else arm.probe.history}, "history.json")
+        card = model_card(arm, comparison, self.tags, run_id)
+        c.log_text(run_id, card, "model_card.md")
+        model_id = run.data.tags.get(MODEL_ID)
+        if model_id is None:
+            for partial in c.search_logged_models([self.experiment_id], filter_string=f"source_run_id = '{run_id}'"):
+                c.delete_logged_model(partial.model_id)  # an upload cut short last time
+            cfg = comparison.config
+            strategy = next(s for s in cfg.strategies if s.name == arm.strategy)
+            meta = model_meta(arm.model, cfg.backbone.name, data.classes, comparison.spec, cfg.preprocess,
+                              arm.build.get("head", strategy.head if arm.kind == "frozen" else "linear"), arm.strategy)
+            uri = log_classifier(run_id, arm.model, meta, card, pip_requirements(),
+                                 tags={STRATEGY: arm.strategy, "medtl.seed": str(arm.seed), COMPARISON_TAG: self.parent_id or ""})
+            model_id = uri.removeprefix("models:/")
+            c.set_tag(run_id, MODEL_ID, model_id)
+        self.model_uris[key] = f"models:/{model_id}"
+        c.set_tag(run_id, LOGGED, "complete")
+        self._stop_monitor()
+        c.set_terminated(run_id, "FINISHED")
+        self._state["open"].discard(run_id)
+
+    def _catch_up_epochs(self, run_id: str, history: list[dict[str, float]], prefix: str) -> None:
+        """Log the epochs the store lacks (all of them after an outage or a resumed arm), each once."""
+        todo = [r for r in history if prefix or int(r["epoch"]) not in self._steps]
+        if not todo:
+            return
+        have = {m.step for name in (f"{prefix}train_loss", f"{prefix}val_loss") for m in self.client.get_metric_history(run_id, name)}
+        for row in todo:
+            if int(row["epoch"]) not in have:
+                self._log_metrics(run_id, {f"{prefix}{k}": v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
 
     # -- the end: summary and registry ---------------------------------------------------------
     def finish(self, comparison: Any) -> None:
-        table = comparison.table()
-        mlflow.log_figure(plots.comparison_chart(table), "plots/comparison.png")
-        plt.close("all")
-        mlflow.log_text(markdown_table(table), "comparison.md")
-        best = comparison.best
-        mlflow.set_tags({"medtl.best_strategy": best.strategy, "medtl.best_seed": str(best.seed)})
-        if self.register:
-            self.decision = self._register(comparison)
-            comparison.registry = self.decision.as_dict()
-            mlflow.log_dict(comparison.registry, "registry_decision.json")
-            mlflow.set_tags({"medtl.registry.version": self.decision.version, "medtl.registry.alias": self.decision.alias})
-        mlflow.end_run()
+        if self.parent_id is not None and self.failure is None:
+            self._store("the comparison summary", self._log_summary, comparison)
+            if self.register:
+                self._store("the registry", self._register, comparison)
+            self._store("the end of the comparison run", self._close_parent)
+        if self.failure is not None:
+            raise self._lost()
 
-    def _register(self, comparison: Any) -> Decision:
+    def _log_summary(self, comparison: Any) -> None:
+        c, run_id, best = self.client, self.parent_id, comparison.best
+        table = comparison.table()
+        c.log_figure(run_id, plots.comparison_chart(table), "plots/comparison.png")
+        plt.close("all")
+        c.log_text(run_id, markdown_table(table), "comparison.md")
+        weights = next((a.weights_sha256 for a in comparison.arms if a.weights_sha256), "random-init")
+        c.log_batch(run_id, tags=[RunTag("medtl.best_strategy", best.strategy), RunTag("medtl.best_seed", str(best.seed)),
+                                  RunTag("medtl.weights_sha256", weights)])
+        have = c.get_run(run_id).data.metrics
+        self._log_metrics(run_id, {k: v for k, v in {"best_val_auc": best.val_auc, "best_test_auc": best.metrics["test_auc"],
+                                                     "best_test_acc": best.metrics["test_acc"]}.items() if k not in have})
+
+    def _register(self, comparison: Any) -> None:
         cfg, best = comparison.config, comparison.best
         name = cfg.tracking.model_name
-        mv = mlflow.register_model(self.model_uris[(best.strategy, best.seed)], name,
-                                   tags={STRATEGY: best.strategy, "medtl.comparison_run": self.parent_id or ""})
+        key = arm_key(best.strategy, best.seed)
+        mv = registered_for(self.client, name, self.parent_id or "")
+        if mv is None:
+            try:
+                self.client.create_registered_model(name, description=f"medtl classifier ({', '.join(comparison.data.classes)}); "
+                                                    "aliases: champion (best on the same validation data), challenger")
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            uri = self.model_uris[key]
+            mv = self.client.create_model_version(name, uri, run_id=self.child_ids.get(key), model_id=uri.removeprefix("models:/"),
+                                                  tags={STRATEGY: best.strategy, COMPARISON_TAG: self.parent_id or ""})
         val_items = comparison.data.splits["val"]
         labels = np.array([it["label"] for it in val_items])
 
         def score(uri: str) -> float:
             return auc_score(labels, load_classifier(uri).predict_proba([it["image"] for it in val_items]))
 
-        fp = comparison.data.fingerprint
-        return promote(self.client, name, mv.version, best.val_auc, fp, score)
+        self.decision = promote(self.client, name, str(mv.version), best.val_auc, comparison.data.fingerprint, score)
+        card = model_card(best, comparison, self.tags, self.child_ids.get(key))
+        if len(card) > 4900:  # the registry's description column holds 5000 characters
+            card = card[:4800] + "\n\n(truncated: the full card is the model's artifact model_card.md)"
+        self.client.update_model_version(name, str(mv.version), description=card)
+        comparison.registry = self.decision.as_dict()
+        self.client.log_dict(self.parent_id, comparison.registry, "registry_decision.json")
+        self.client.log_batch(self.parent_id, tags=[RunTag("medtl.registry.name", name), RunTag("medtl.registry.version", self.decision.version),
+                                                    RunTag("medtl.registry.alias", self.decision.alias)])
+
+    def _close_parent(self) -> None:
+        self.client.set_terminated(self.parent_id, "FINISHED")
+        self._state["open"].discard(self.parent_id)
 
 
-def _chunk(params: dict[str, Any]) -> dict[str, str]:
-    """MLflow params are at most 6000 characters."""
-    return {k[:250]: str(v)[:6000] for k, v in params.items()}
+def predictions_table(arm: Any, classes: list[str]) -> pd.DataFrame:
+    """One row per test scan: domain, hashed patient, true and predicted class, probabilities. No path."""
+    preds = arm.test_items[["domain", "patient"]].copy().reset_index(drop=True)
+    preds["label"] = [classes[int(i)] for i in arm.test_labels]
+    preds["predicted"] = [classes[int(i)] for i in predicted_labels(arm.test_probs)]
+    for i, c in enumerate(classes):
+        preds[f"p_{c}"] = arm.test_probs[:, i]
+    return preds
 
 
 def markdown_table(table: pd.DataFrame) -> str:
@@ -189,9 +431,4 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 def load_classifier(uri: str) -> MedtlClassifier:
     """The medtl classifier behind any MLflow model URI (models:/NAME@ALIAS, runs:/ID/model, ...)."""
-    model = mlflow.pyfunc.load_model(uri)
-    return model.unwrap_python_model().clf
-
-
-def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)
+    return mlflow.pyfunc.load_model(uri).unwrap_python_model().clf
