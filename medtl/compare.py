@@ -132,9 +132,9 @@ def results_table(arms: list[ArmResult]) -> pd.DataFrame:
     rows = []
     for name in dict.fromkeys(a.strategy for a in arms):
         group = [a for a in arms if a.strategy == name]
-        m = lambda k: float(np.mean([a.metrics[k] for a in group]))  # noqa: E731
+        m = lambda k: float(np.mean([a.metrics.get(k, np.nan) for a in group]))  # noqa: E731
         sd = lambda vals: float(np.std(vals, ddof=1))  # noqa: E731
-        row: dict[str, Any] = {"strategy": name, "kind": group[0].kind, "seeds": len(group),
+        row: dict[str, Any] = {"strategy": name, "kind": getattr(group[0], "kind", None), "seeds": len(group),
                                "val_auc": float(np.mean([a.val_auc for a in group]))}
         if len(group) > 1:
             row["val_auc_std"] = sd([a.val_auc for a in group])
@@ -142,7 +142,7 @@ def results_table(arms: list[ArmResult]) -> pd.DataFrame:
             row[f"test_{k}"] = m(f"test_{k}")
             row[f"test_{k}_ci"] = (m(f"test_{k}_ci_low"), m(f"test_{k}_ci_high"))
             if len(group) > 1:
-                row[f"test_{k}_std"] = sd([a.metrics[f"test_{k}"] for a in group])
+                row[f"test_{k}_std"] = sd([a.metrics.get(f"test_{k}", np.nan) for a in group])
         for key in sorted(group[0].metrics):
             if key.startswith(("test_auc.", "test_acc.")):
                 row[key] = m(key)
@@ -315,9 +315,7 @@ def run_arm(s: StrategyConfig, seed: int, shared: _Shared, tracker: Tracker, fol
         if s.kind == "lp-ft":  # LP-FT: a linear probe on the cached features; fine-tuning starts from its head
             feats = {sp: shared.features_for(built, seed, sp) for sp in ("train", "val")}
             probe = _fit_head(model.head, feats, built.backbone.group_names[-1], probe_schedule(s, cfg.train), opts,
-                              Checkpointer(folder / "probe"),
-                              lambda e, row: tracker.log_epoch(e, {f"probe.{key}": v for key, v in row.items() if key != "epoch"}),
-                              cfg.train.batch_size)
+                              Checkpointer(folder / "probe"), None, cfg.train.batch_size)  # its curves: ArmResult.probe
         groups = model.groups()
         schedule = build_schedule(s, tuple(groups), cfg.train)
         result = fit(model, groups, schedule, shared.loader("train", train=True, seed=seed), shared.loader("val"), opts,

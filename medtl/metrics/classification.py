@@ -16,7 +16,8 @@ interval take seconds to minutes. The tests hold every value equal to scikit-lea
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import numpy as np
 from scipy.stats import rankdata
@@ -99,6 +100,14 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, names: Sequence[str
     out["auc"] = auc_score(y, probs)
     out["ece"] = ece_score(y, probs)
     return {n: out[n] for n in (names or NAMES)}
+
+
+def _one(name: str, y: np.ndarray, probs: np.ndarray) -> float:
+    return classification_metrics(y, probs, [name])[name]
+
+
+# name -> metric(y, probs), in table order
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {n: partial(_one, n) for n in NAMES}
 
 
 def acc_score(y: np.ndarray, probs: np.ndarray) -> float:

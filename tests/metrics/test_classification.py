@@ -93,3 +93,11 @@ def test_summary_names_and_domains(rng) -> None:
         assert {f"test_{name}", f"test_{name}_ci_low", f"test_{name}_ci_high", f"test_{name}.a", f"test_{name}.b"} <= set(out)
     assert out["test_n.a"] == 40
     assert out["test_auc.a"] == pytest.approx(auc_score(y[:40], p[:40]))
+
+
+def test_metric_registry_by_name(rng) -> None:
+    from medtl.metrics.classification import METRICS
+
+    y, p = _data(rng, 50, 3)
+    assert tuple(METRICS) == NAMES
+    assert {n: f(y, p) for n, f in METRICS.items()} == classification_metrics(y, p)
