@@ -5,7 +5,9 @@ the mean of one-vs-rest AUCs; binary ACC at score > 0.5, multi-class ACC by argm
 balanced accuracy, sensitivity and specificity (binary: of class 1; multi-class: macro means), F1
 (binary: class 1; multi-class: macro over all classes) and expected calibration error (top-label,
 15 equal-width bins, L1). Intervals: percentile bootstrap, resampling patients (all of a patient's
-scans together) when patient ids are given, otherwise scans.
+scans together) when patient ids are given, otherwise scans. ECE is biased upward on resamples
+(duplicates thin out its bins), so its interval can sit above the point estimate: read it as the
+spread, not as a correction.
 
 Written by hand, on one confusion matrix and one ranking per resample, because a bootstrap calls
 them thousands of times: scikit-learn's and torchmetrics' per-call validation made a 1000-resample
