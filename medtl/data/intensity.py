@@ -91,6 +91,20 @@ class ScanIntensity(Transform):
             out = 1.0 - out
         return out
 
+    def describe(self, info: ScanInfo) -> str:
+        """The rule a scan gets, in words (for ``inspect`` and ``preview``)."""
+        rule = intensity_rule(info, self.pp)
+        if rule == "window":
+            level, width = resolve_window(self.pp.window)
+            name = self.pp.window if isinstance(self.pp.window, str) else "custom"
+            text = f"intensity: CT window {name} (level {level:g}, width {width:g} HU) to [0, 1]"
+        elif rule == "fixed":
+            text = "intensity: 8-bit values 0..255 to [0, 1]"
+        else:
+            lo, hi = self.pp.percentiles
+            text = f"intensity: percentiles {lo:g}..{hi:g} of this scan to [0, 1]"
+        return text + ("; MONOCHROME1 inverted (bright = dense)" if info.photometric == "MONOCHROME1" else "")
+
 
 class ScanIntensityd(MapTransform):
     def __init__(self, keys: Any, pp: PreprocessConfig, info_key: str = "scan_info") -> None:
@@ -100,5 +114,7 @@ class ScanIntensityd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for k in self.key_iterator(d):
-            d[k] = self.t(d[k], d[self.info_key])
+            info = d[self.info_key]
+            d[k] = self.t(d[k], info)
+            d[self.info_key] = info.with_step(self.t.describe(info))
         return d
