@@ -122,7 +122,11 @@ def _check_row(path: str, pp: PreprocessConfig) -> tuple[str | None, dict[str, A
         prep = prepare_scan(path, _CHECK_SPEC, pp)
     except MedtlError as e:
         return None, {}, e.problem
-    return array_sha256(np.asarray(prep.raw)), dict(prep.info.header), None
+    raw = np.asarray(prep.raw)
+    lo, hi = float(raw.min()), float(raw.max())
+    if lo == hi:
+        return None, {}, f"blank image (every value is {lo:g})"
+    return array_sha256(raw), dict(prep.info.header), None
 
 
 def curate(

@@ -10,7 +10,8 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 import torch
-from monai.transforms import MapTransform, ScaleIntensityRange, ScaleIntensityRangePercentiles, Transform
+from monai.transforms import MapTransform, ScaleIntensityRange, Transform
+from monai.transforms.utils_pytorch_numpy_unification import percentile
 
 from medtl.config import PreprocessConfig, WindowConfig
 from medtl.errors import ConfigError, ScanError
@@ -79,8 +80,16 @@ class ScanIntensity(Transform):
         level, width = resolve_window(pp.window)
         self.window = ScaleIntensityRange(level - width / 2, level + width / 2, 0.0, 1.0, clip=True)
         self.fixed = ScaleIntensityRange(0.0, 255.0, 0.0, 1.0, clip=True)
-        lo, hi = pp.percentiles
-        self.percentile = ScaleIntensityRangePercentiles(lo, hi, 0.0, 1.0, clip=True)
+
+    def percentile(self, img: torch.Tensor) -> torch.Tensor:
+        """MONAI's ``ScaleIntensityRangePercentiles``, made safe for (nearly) constant scans:
+        equal percentiles fall back to min..max, and a constant scan maps to 0."""
+        lo, hi = (float(percentile(img, q)) for q in self.pp.percentiles)
+        if hi <= lo:
+            lo, hi = float(img.min()), float(img.max())
+        if hi <= lo:
+            return torch.zeros_like(img)
+        return ScaleIntensityRange(lo, hi, 0.0, 1.0, clip=True)(img)
 
     def __call__(self, img: torch.Tensor, info: ScanInfo) -> torch.Tensor:
         rule = intensity_rule(info, self.pp)

@@ -527,7 +527,7 @@ def reason(e: BaseException) -> str:
     """A plain one-line reason for a library exception, without the values it may quote."""
     if isinstance(e, _Plain):
         return str(e)
-    text = " ".join(str(e).split())
+    text = re.sub(r"\S*[/\\]\S*", "<file>", " ".join(str(e).split()))  # the path is the error's subject already
     low = text.lower()
     if isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)) or "truncated" in low or "ended before" in low \
             or "end of file" in low or "unexpected end" in low:
