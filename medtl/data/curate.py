@@ -22,7 +22,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from medtl.config import PreprocessConfig
 from medtl.data.manifest import DEFAULT_DOMAIN, REQUIRED, SPLITS, class_names, read_manifest
-from medtl.data.transforms import prepare_scan
+from medtl.data.transforms import prepare_scan, single_threaded
 from medtl.errors import ConfigError, DataError, MedtlError
 from medtl.hashing import array_sha256
 from medtl.models.registry import InputSpec
@@ -157,15 +157,16 @@ def curate(
     hashes: dict[Any, str] = {}
     headers: dict[Any, dict[str, Any]] = {}
     bad: list[dict[str, str]] = []
-    for idx, row in track(list(df.iterrows()), "checking scans", total=len(df)):
-        if allowed is not None and str(row["label"]) not in allowed:
-            bad.append({"path": row["path"], "reason": f"unknown label '{row['label']}' (known: {', '.join(sorted(allowed))})"})
-            continue
-        digest, header, reason = _check_row(row["path"], pp)
-        if reason is not None:
-            bad.append({"path": row["path"], "reason": reason})
-        else:
-            hashes[idx], headers[idx] = digest, header  # type: ignore[assignment]
+    with single_threaded():
+        for idx, row in track(list(df.iterrows()), "checking scans", total=len(df)):
+            if allowed is not None and str(row["label"]) not in allowed:
+                bad.append({"path": row["path"], "reason": f"unknown label '{row['label']}' (known: {', '.join(sorted(allowed))})"})
+                continue
+            digest, header, reason = _check_row(row["path"], pp)
+            if reason is not None:
+                bad.append({"path": row["path"], "reason": reason})
+            else:
+                hashes[idx], headers[idx] = digest, header  # type: ignore[assignment]
     good = df.loc[list(hashes)].copy()
     good["pixel_sha256"] = [hashes[i] for i in good.index]
     quarantine = pd.DataFrame(bad, columns=["path", "reason"])

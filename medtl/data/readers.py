@@ -37,8 +37,9 @@ import pydicom
 import torch
 from monai.data import MetaTensor, NibabelReader, NumpyReader, PILReader, PydicomReader
 from monai.transforms import LoadImage
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import Tag
 
 from medtl.errors import ScanError
 from medtl.privacy import SAFE_DICOM_KEYWORDS, hash_id
@@ -50,12 +51,15 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NPZ_REF = re.compile(r"^(?P<file>.+\.npz)#(?P<split>[A-Za-z0-9_]+)/(?P<index>\d+)$")
 _DICOMDIR = "1.2.840.10008.1.3.10"
+_SLICES_FIRST = "medtl.slices_first"  # meta flags: the array MONAI returns is in another axis order
+_AXES_REVERSED = "medtl.axes_reversed"
 _PIL_8BIT = ("1", "L", "LA", "P", "RGB", "RGBA")
 _UNDEFINED = 0xFFFFFFFF
-# header elements whose type must be right before pixels can be decoded
-_PIXEL_TAGS = ("Rows", "Columns", "BitsAllocated", "BitsStored", "SamplesPerPixel", "PixelRepresentation",
-               "NumberOfFrames", "PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient",
-               "RescaleSlope", "RescaleIntercept", "SliceThickness")
+# header elements whose type must be right before pixels can be decoded: keyword -> (tag, allowed VRs)
+_PIXEL_VRS = {kw: (tag_for_keyword(kw), tuple(dictionary_VR(kw).split(" or ")))
+              for kw in ("Rows", "Columns", "BitsAllocated", "BitsStored", "SamplesPerPixel", "PixelRepresentation",
+                         "NumberOfFrames", "PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient",
+                         "RescaleSlope", "RescaleIntercept", "SliceThickness")}
 
 
 @dataclass
@@ -118,16 +122,19 @@ def _float_values(ds: pydicom.Dataset, keyword: str) -> list[float] | None:
     return out
 
 
-def _check_types(ds: pydicom.Dataset) -> None:
-    """Types that decoding and geometry rely on; a wrong VR or a non-number is named plainly."""
-    for kw in _PIXEL_TAGS:
-        if kw not in ds:
-            continue
-        elem = ds.get_item(kw)  # raw: its VR as written in the file
-        expected = dictionary_VR(ds[kw].tag)
-        if elem.VR and elem.VR not in expected.split(" or ") and elem.VR != "UN":
-            raise _Plain(f"header element {kw} {ds[kw].tag} has the wrong value representation "
-                         f"(VR {elem.VR}, the standard says {expected})")
+def _check_types(ds: pydicom.Dataset, values: bool = True) -> None:
+    """Types that decoding and geometry rely on; a wrong VR or a non-number is named plainly.
+
+    The VR check reads raw elements (no value conversion), so it is cheap enough for every slice;
+    ``values`` also converts the geometry numbers (once per series: later slices only lend pixels).
+    """
+    for kw, (tag, expected) in _PIXEL_VRS.items():
+        elem = ds.get_item(tag)
+        if elem is not None and elem.VR and elem.VR not in expected and elem.VR != "UN":
+            raise _Plain(f"header element {kw} {Tag(tag)} has the wrong value representation "
+                         f"(VR {elem.VR}, the standard says {' or '.join(expected)})")
+    if not values:
+        return
     for kw in ("PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient", "SliceThickness",
                "RescaleSlope", "RescaleIntercept"):
         _float_values(ds, kw)
@@ -138,10 +145,10 @@ def _check_types(ds: pydicom.Dataset) -> None:
 
 def _check_truncated(ds: pydicom.Dataset) -> None:
     """pydicom stops quietly where a file ends; an element shorter than its stated length says so."""
-    tags = list(ds.keys())
+    tags = list(ds.keys())  # in file order: the last one read is where the file ended
     if not tags:
         raise _Plain("file is truncated (nothing after the file meta header)")
-    raw = ds.get_item(max(tags))
+    raw = ds.get_item(tags[-1])
     length = getattr(raw, "length", _UNDEFINED)
     if length != _UNDEFINED and isinstance(raw.value, bytes) and len(raw.value) < length:
         what = "pixel data" if raw.tag == 0x7FE00010 else f"element {raw.tag}"
@@ -319,9 +326,9 @@ class MedtlDicomReader(PydicomReader):
             raise _Plain(f"{n} slices share a position: the folder holds more than one volume "
                          "(echoes, phases or time points); give one volume per folder")
         arrays = []
-        for ds, fn in slices:
+        for i, (ds, fn) in enumerate(slices):
             try:
-                arrays.append(self._get_array_data(ds, fn))
+                arrays.append(self._get_array_data(ds, fn, check_values=i == 0))
             except _Plain as e:
                 raise _Plain(f"slice {Path(fn).name}: {e}") from None
         shapes = {a.shape for a in arrays}
@@ -338,11 +345,16 @@ class MedtlDicomReader(PydicomReader):
             meta["lastImagePositionPatient"] = np.asarray(slices[-1][0].ImagePositionPatient, float)
             meta["00200032"] = _json_value(first.ImagePositionPatient)
         meta["spatial_shape"] = arrays[0].shape + (len(arrays),)
-        return np.stack(arrays, axis=-1), meta
+        # Stacked slices-first (one contiguous copy per slice). MONAI swaps the first two axes and
+        # then copies to C order; handing it (rows, slices, cols) makes that swap give back the
+        # contiguous (slices, rows, cols) stack, so no strided copy of the volume is made.
+        # ``read_scan`` turns it into MONAI's (cols, rows, slices) as a view.
+        meta[_SLICES_FIRST] = True
+        return np.stack(arrays, axis=0).swapaxes(0, 1), meta
 
-    def _get_array_data(self, img: pydicom.Dataset, filename: Any) -> np.ndarray:
+    def _get_array_data(self, img: pydicom.Dataset, filename: Any, check_values: bool = True) -> np.ndarray:
         _check_truncated(img)
-        _check_types(img)
+        _check_types(img, values=check_values)
         _check_pixel_data(img)
         data = img.pixel_array
         frames = int(img.get("NumberOfFrames", 1) or 1)
@@ -393,6 +405,24 @@ class MedtlDicomReader(PydicomReader):
         if tsuid is not None:
             meta["dicom.TransferSyntax"] = f"{tsuid.name} ({tsuid})" if tsuid.is_transfer_syntax else str(tsuid)
         meta["dicom.rescaled"] = _pixel_rescale(img) is not None
+        return meta
+
+
+class MedtlNibabelReader(NibabelReader):
+    """MONAI's NibabelReader without the strided copy of every volume into C order.
+
+    NIfTI voxels are stored i-fastest (Fortran order); MONAI's ``LoadImage`` copies whatever a
+    reader returns into C order, a strided copy that costs a third of reading a gzipped volume.
+    The transpose of a Fortran-ordered array is C-ordered, so this reader returns that (no copy)
+    and ``read_scan`` turns it back into (i, j, k[, t]) as a view.
+    """
+
+    def _get_array_data(self, img: Any, filename: Any) -> np.ndarray:
+        return super()._get_array_data(img, filename).T
+
+    def _get_meta_dict(self, img: Any) -> dict:
+        meta = super()._get_meta_dict(img)
+        meta[_AXES_REVERSED] = True
         return meta
 
 
@@ -505,7 +535,7 @@ def _reader_for(kind: str) -> Any:
     if kind.startswith("dicom"):
         return MedtlDicomReader()
     if kind == "nifti":
-        return NibabelReader()
+        return MedtlNibabelReader()
     if kind == "image":
         return PILReader()
     return NumpyReader()
@@ -575,14 +605,20 @@ def read_scan(path: str | Path) -> tuple[MetaTensor, ScanInfo]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            img = _loader()(str(p), reader=_reader_for(kind))
-        if kind == "array":  # NumpyReader keeps (rows, cols); MONAI's other readers give (x=cols, y=rows)
-            img = img.swapaxes(0, 1)
+            loaded = _loader()(str(p), reader=_reader_for(kind))
     except ScanError:
         raise
     except Exception as e:  # noqa: BLE001 - any reader failure is this file's problem
         raise ScanError(p, _nifti_reason(p) if kind == "nifti" else reason(e)) from None
-    return _with_channel(img, p, kind)
+    # axis bookkeeping on the plain tensor (views, no copies); one MetaTensor at the end
+    meta, img = loaded.meta, loaded.as_tensor()
+    if kind == "array":  # NumpyReader keeps (rows, cols); MONAI's other readers give (x=cols, y=rows)
+        img = img.swapaxes(0, 1)
+    if meta.pop(_AXES_REVERSED, False):
+        img = img.permute(*reversed(range(img.ndim)))
+    if meta.pop(_SLICES_FIRST, False):  # (slices, rows, cols[, s]) -> (cols, rows, slices[, s])
+        img = img.permute(2, 1, 0, *range(3, img.ndim))
+    return _with_channel(img, meta, p, kind)
 
 
 def _nifti_reason(p: Path) -> str:
@@ -622,8 +658,7 @@ def _raw_layout(kind: str, shape: tuple[int, ...], color: bool, frames: int) -> 
     return tuple(depth + [rows, cols] + samples), axes
 
 
-def _with_channel(img: MetaTensor, p: Path, kind: str) -> tuple[MetaTensor, ScanInfo]:
-    meta = img.meta
+def _with_channel(img: torch.Tensor, meta: dict, p: Path, kind: str) -> tuple[MetaTensor, ScanInfo]:
     info = ScanInfo(path=str(p), kind=kind)
     if kind.startswith("dicom"):
         hdr = {k.removeprefix("dicom."): v for k, v in meta.items() if str(k).startswith("dicom.")}
@@ -652,9 +687,7 @@ def _with_channel(img: MetaTensor, p: Path, kind: str) -> tuple[MetaTensor, Scan
         arr = torch.movedim(img, -1, 0)
     else:
         arr = img.unsqueeze(0)
-    if not isinstance(arr, MetaTensor):
-        arr = MetaTensor(arr, meta=meta)
-    return arr.float(), info
+    return MetaTensor(arr.float(), meta=meta), info
 
 
 def _is_volume(info: ScanInfo, meta: dict) -> bool:
@@ -682,12 +715,27 @@ def _spacing(info: ScanInfo, meta: dict) -> tuple[float | None, ...] | None:
     return tuple(out.get(a) for a in info.raw_axes)
 
 
+def axcodes(affine: Any) -> tuple[str, ...]:
+    """RAS letters of each voxel axis: the world axis its direction is closest to.
+
+    The same as ``nibabel.aff2axcodes`` for all but extreme obliques, without its SVD (a tenth of
+    a millisecond per scan instead of most of one); where two axes would share a letter,
+    nibabel decides.
+    """
+    a = np.asarray(affine, float)[:3, :3]
+    idx = np.abs(a).argmax(axis=0)
+    if len(set(idx.tolist())) < 3:
+        return tuple(nib.aff2axcodes(np.asarray(affine, float)))
+    sign = np.sign(a[idx, range(3)])
+    return tuple(("RAS" if s > 0 else "LPI")[i] for i, s in zip(idx, sign))
+
+
 def _orientation(info: ScanInfo, meta: dict) -> str | None:
     """Axis codes of the spatial raw axes, in raw order; only where the file gives geometry."""
     affine = meta.get("affine")
     if affine is None or not (info.kind == "nifti" or meta.get("medtl.geometry")):
         return None
-    codes = nib.aff2axcodes(np.asarray(affine, float))  # MONAI axis order: (x, y, z)
+    codes = axcodes(affine)  # MONAI axis order: (x, y, z)
     if info.kind == "nifti":
         return "".join(codes[: min(3, len(info.raw_shape))])
     # DICOM: MONAI x = columns, y = rows, z = slices/frames; raw order is (depth,) rows, columns

@@ -134,3 +134,15 @@ def test_monochrome1_is_inverted_so_dense_is_bright() -> None:
     input_rows = prep.image.numpy()[0][:, 4:60].mean(axis=1)
     assert np.corrcoef(input_rows, raw_rows)[0, 1] < -0.8
     assert any("MONOCHROME1 inverted" in s for s in prep.steps)
+
+
+def test_series_read_equals_a_plain_position_sorted_stack() -> None:
+    """The reader's layout tricks (no strided copies) change nothing: same voxels as a plain pydicom stack."""
+    folder = shared_path("dicom", "series", "mr_brain_t1_sag_siemens")
+    slices = [pydicom.dcmread(f) for f in sorted(folder.iterdir())]
+    iop = np.asarray(slices[0].ImageOrientationPatient, float)
+    normal = np.cross(iop[:3], iop[3:])
+    slices.sort(key=lambda d: float(np.dot(normal, np.asarray(d.ImagePositionPatient, float))))
+    plain = np.stack([d.pixel_array for d in slices], axis=-1)  # (rows, cols, slices)
+    raw, _ = read_scan(folder)
+    assert np.array_equal(raw.numpy()[0].transpose(1, 0, 2), plain)
