@@ -103,9 +103,17 @@ def _from_npz(path: Path) -> DataBundle:
     return DataBundle(classes, splits, file_sha256(path), str(path))
 
 
+def _random_after_cache(transform: Any) -> bool:
+    return transform.get_index_of_first(lambda t: isinstance(t, Randomizable) or not isinstance(t, Transform)) is not None
+
+
 def image_dataset(items: list[Item], transform: Any, cache: str = "memory", cache_dir: Path | None = None) -> Dataset:
     if cache == "memory":
-        return CacheDataset(items, transform, num_workers=None, progress=False, copy_cache=False)
+        # Transforms after the cache (augmentations, then normalisation) must work on a copy: a
+        # random transform that does not fire hands the cached tensor on, and MONAI's
+        # NormalizeIntensity writes into it, so the cache would drift epoch after epoch.
+        return CacheDataset(items, transform, num_workers=None, progress=False,
+                            copy_cache=_random_after_cache(transform))
     if cache == "disk":
         folder = Path(cache_dir or ".medtl/cache/images")
         folder.mkdir(parents=True, exist_ok=True)
@@ -122,11 +130,7 @@ def resolve_workers(num_workers: int | str = "auto") -> int:
 
 def fully_cached(ds: Any) -> bool:
     """An in-memory cache holding every item's final tensor: worker processes would only copy it."""
-    if not isinstance(ds, CacheDataset) or ds.cache_num < len(ds):
-        return False
-    tf = ds.transform
-    first_random = tf.get_index_of_first(lambda t: isinstance(t, Randomizable) or not isinstance(t, Transform))
-    return first_random is None
+    return isinstance(ds, CacheDataset) and ds.cache_num >= len(ds) and not _random_after_cache(ds.transform)
 
 
 def loader(ds: Any, batch_size: int, shuffle: bool, num_workers: int | str = "auto", seed: int = 0) -> DataLoader:

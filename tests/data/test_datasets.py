@@ -61,3 +61,12 @@ def test_augmented_epochs_are_reproducible_with_workers(tmp_path) -> None:
 
     first, again, other = epoch(1), epoch(1), epoch(2)
     assert torch.equal(first, again) and not torch.equal(first, other)
+
+
+def test_memory_cache_does_not_drift_when_an_augmentation_does_not_fire(tmp_path) -> None:
+    """A random transform that skips hands on the cached tensor; normalisation must not write into it."""
+    items = _items(tmp_path, n=2)
+    aug = build_augmentations([{"name": "RandFlipd", "prob": 0.0, "spatial_axis": 1}])
+    ds = image_dataset(items, scan_transforms(SPEC, PreprocessConfig(), augment=aug), cache="memory")
+    first = ds[0]["image"].clone()
+    assert torch.equal(ds[0]["image"], first) and torch.equal(ds[0]["image"], first)
