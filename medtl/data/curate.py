@@ -18,11 +18,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from monai.transforms import Compose
 from sklearn.model_selection import StratifiedGroupKFold
 
 from medtl.config import PreprocessConfig
 from medtl.data.manifest import DEFAULT_DOMAIN, REQUIRED, SPLITS, class_names, read_manifest
-from medtl.data.transforms import prepare_scan, single_threaded
+from medtl.data.transforms import prepare_scan, scan_transforms, single_threaded
 from medtl.errors import ConfigError, DataError, MedtlError
 from medtl.hashing import array_sha256
 from medtl.models.registry import InputSpec
@@ -116,10 +117,10 @@ def _identifier_columns(columns: list[str]) -> list[str]:
                                                      or norm(c).removeprefix("patient") in _IDENTIFIER_COLUMNS)]
 
 
-def _check_row(path: str, pp: PreprocessConfig) -> tuple[str | None, dict[str, Any], str | None]:
+def _check_row(path: str, pp: PreprocessConfig, pipeline: Compose) -> tuple[str | None, dict[str, Any], str | None]:
     """(pixel hash, header, None) for a good scan, (None, {}, reason) for a bad one; one read."""
     try:
-        prep = prepare_scan(path, _CHECK_SPEC, pp)
+        prep = prepare_scan(path, _CHECK_SPEC, pp, pipeline=pipeline)
     except MedtlError as e:
         return None, {}, e.problem
     raw = np.asarray(prep.raw)
@@ -154,6 +155,7 @@ def curate(
     dropped = _identifier_columns(list(df.columns))
     df = df.drop(columns=dropped)
 
+    pipeline = scan_transforms(_CHECK_SPEC, pp, keep_info=True)
     hashes: dict[Any, str] = {}
     headers: dict[Any, dict[str, Any]] = {}
     bad: list[dict[str, str]] = []
@@ -162,7 +164,7 @@ def curate(
             if allowed is not None and str(row["label"]) not in allowed:
                 bad.append({"path": row["path"], "reason": f"unknown label '{row['label']}' (known: {', '.join(sorted(allowed))})"})
                 continue
-            digest, header, reason = _check_row(row["path"], pp)
+            digest, header, reason = _check_row(row["path"], pp, pipeline)
             if reason is not None:
                 bad.append({"path": row["path"], "reason": reason})
             else:

@@ -122,7 +122,7 @@ class OrientVolumed(MapTransform):
     def __init__(self, keys: Any, axcodes: str = "LPS") -> None:
         super().__init__(keys)
         self.axcodes = axcodes
-        self.t = Orientation(axcodes=axcodes)
+        self.t = Orientation(axcodes=axcodes, labels=(("L", "R"), ("P", "A"), ("I", "S")))  # RAS letters, said
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -317,10 +317,14 @@ class PreparedScan:
 
 
 def prepare_scan(source: str | Path | np.ndarray, spec: InputSpec, pp: PreprocessConfig,
-                 raw_plane: bool = False) -> PreparedScan:
-    """Read a scan once and run the backbone's pipeline on it (and, for previews, the raw plane)."""
+                 raw_plane: bool = False, pipeline: Compose | None = None) -> PreparedScan:
+    """Read a scan once and run the backbone's pipeline on it (and, for previews, the raw plane).
+
+    ``pipeline``: ``scan_transforms(spec, pp, keep_info=True)`` built once by a caller that
+    prepares many scans.
+    """
     keys = ("image",)
-    pipeline = scan_transforms(spec, pp, keys, keep_info=True)
+    pipeline = pipeline or scan_transforms(spec, pp, keys, keep_info=True)
     with _named_errors(source):
         loaded = pipeline.transforms[0]({"image": source})
         out = Compose(pipeline.transforms[1:], map_items=False)(dict(loaded))
