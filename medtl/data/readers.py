@@ -353,10 +353,20 @@ class MedtlDicomReader(PydicomReader):
         return np.stack(arrays, axis=0).swapaxes(0, 1), meta
 
     def _get_array_data(self, img: pydicom.Dataset, filename: Any, check_values: bool = True) -> np.ndarray:
+        """Pixels as stored (frames last), rescaled; a decoding failure is diagnosed into one plain reason.
+
+        Only what decoding cannot notice runs up front (a file cut short, geometry numbers once
+        per series); the rest is looked into when pydicom fails, so good files pay nothing for it.
+        """
         _check_truncated(img)
-        _check_types(img, values=check_values)
-        _check_pixel_data(img)
-        data = img.pixel_array
+        if check_values:
+            _check_types(img, values=True)
+        try:
+            data = img.pixel_array
+        except Exception:
+            _check_types(img, values=False)
+            _check_pixel_data(img)
+            raise
         frames = int(img.get("NumberOfFrames", 1) or 1)
         if frames > 1:
             geometry = _frame_geometry(img)
