@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from medtl.config import ExperimentConfig, PreprocessConfig, load_config
@@ -38,39 +37,69 @@ def input_spec(backbone: str = "efficientnet_lite0", size: int | None = None):  
     return get_backbone(backbone).weights.input_spec().with_size(size)
 
 
+def _preprocess(preprocess: PreprocessConfig | dict | None) -> PreprocessConfig:
+    return preprocess if isinstance(preprocess, PreprocessConfig) else PreprocessConfig.model_validate(preprocess or {})
+
+
 def load_scan(path: str | Path, backbone: str = "efficientnet_lite0", preprocess: PreprocessConfig | dict | None = None) -> tuple[Any, Any]:
     """A scan as the backbone will see it: ``(tensor (C, H, W), ScanInfo)``."""
     from medtl.data.transforms import preprocess_scan
 
-    pp = preprocess if isinstance(preprocess, PreprocessConfig) else PreprocessConfig.model_validate(preprocess or {})
+    pp = _preprocess(preprocess)
     return preprocess_scan(path, input_spec(backbone, pp.size), pp)
 
 
 def inspect_scan(path: str | Path, backbone: str = "efficientnet_lite0", preprocess: PreprocessConfig | dict | None = None) -> dict[str, Any]:
-    """What ``medtl inspect`` prints for one scan (never a patient identifier)."""
-    from medtl.data.readers import read_scan
+    """What ``medtl inspect`` prints for one scan, read once (never a patient identifier).
 
-    raw, info = read_scan(path)
-    x, _ = load_scan(path, backbone, preprocess)
-    spec = input_spec(backbone, getattr(preprocess, "size", None) if preprocess is not None else None)
-    arr = np.asarray(raw, dtype=np.float64)
+    ``raw_shape`` is in the file's own axis order, named by ``raw_axes``; ``spacing`` is mm per
+    raw axis (``None`` where not spatial or unknown); ``orientation`` gives the direction of each
+    spatial raw axis; ``preprocessing`` lists every step to the backbone input.
+    """
+    import torch
+
+    from medtl.data.transforms import prepare_scan
+
+    pp = _preprocess(preprocess)
+    spec = input_spec(backbone, pp.size)
+    prep = prepare_scan(path, spec, pp)
+    info, raw, x = prep.info, prep.raw, prep.image
+    finite = raw[torch.isfinite(raw)]
     return {
         "path": str(path), "kind": info.kind, "modality": info.modality, "photometric": info.photometric,
-        "transfer_syntax": info.transfer_syntax, "raw_shape": list(info.raw_shape), "spacing": info.spacing,
-        "orientation": info.orientation, "frames": info.frames, "in_hu": info.in_hu,
-        "value_range": [float(np.nanmin(arr)), float(np.nanmax(arr))],
+        "transfer_syntax": info.transfer_syntax, "raw_shape": list(info.raw_shape), "raw_axes": list(info.raw_axes),
+        "spacing": None if info.spacing is None else list(info.spacing), "orientation": info.orientation,
+        "frames": info.frames, "in_hu": info.in_hu, "value_units": "HU" if info.in_hu else "stored values",
+        "value_range": [float(finite.min()), float(finite.max())] if finite.numel() else None,
         "backbone": backbone, "input_shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch."),
         "input_mean": float(x.mean()), "input_std": float(x.std()),
-        "spec": {"size": spec.size, "mean": list(spec.mean), "std": list(spec.std), "interpolation": spec.interpolation,
-                 "source": spec.source},
-        "header": info.header,
+        "spec": spec.as_dict(), "preprocessing": prep.steps, "header": info.header,
     }
 
 
+def preview(path: str | Path, out: str | Path, backbone: str = "efficientnet_lite0",
+            preprocess: PreprocessConfig | dict | None = None) -> Path:
+    """A PNG of the raw plane beside what the backbone receives, captioned with every rule applied."""
+    from medtl.data.preview import render_preview
+    from medtl.data.transforms import prepare_scan
+
+    pp = _preprocess(preprocess)
+    prep = prepare_scan(path, input_spec(backbone, pp.size), pp, raw_plane=True)
+    return render_preview(prep, out, title=f"{Path(str(path)).name} -> {backbone}")
+
+
 def curate(manifest: str | Path, out: str | Path, seed: int = 0, **kwargs: Any):  # noqa: ANN201
+    """Validate, quarantine, deduplicate-check and split a manifest (see ``medtl.data.curate.curate``)."""
     from medtl.data.curate import curate as _curate
 
     return _curate(manifest, out, seed=seed, **kwargs)
+
+
+def import_medmnist(npz: str | Path, out: str | Path, limit: int | None = None) -> Path:
+    """A manifest for a MedMNIST ``.npz`` (official splits; one pseudo-patient per image)."""
+    from medtl.data.medmnist import import_medmnist as _import
+
+    return _import(npz, out, limit=limit)
 
 
 def compare(config: str | Path | dict | ExperimentConfig, overrides: list[str] | None = None, resume: bool = False,

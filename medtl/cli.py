@@ -105,36 +105,106 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _pp_overrides(items: list[str]) -> dict[str, Any]:
+    """``--preprocess key=value`` pairs (YAML values) as a ``preprocess`` section."""
+    import yaml
+
+    from medtl.errors import ConfigError
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--preprocess {item}", "expected key=value, e.g. window=lung")
+        key, raw = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
+def _preprocess_arg(items: list[str]) -> Any:
+    from pydantic import ValidationError
+
+    from medtl.config import PreprocessConfig
+    from medtl.errors import ConfigError
+
+    try:
+        return PreprocessConfig.model_validate(_pp_overrides(items))
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "preprocess"
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--preprocess {where}", msg) from None
+
+
+def _join(values: Any, sep: str = "x") -> str:
+    return sep.join("?" if v is None else f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def _inspect_text(r: dict[str, Any]) -> str:
+    lines = [r["path"]]
+    head = " ".join(v for v in (r["kind"], r["modality"], r["photometric"]) if v)
+    head += f"  raw {_join(r['raw_shape'])} ({' x '.join(r['raw_axes'])})"
+    if r["spacing"] and any(v is not None for v in r["spacing"]):
+        head += f"  spacing {_join(r['spacing'])} mm"
+    if r["orientation"]:
+        head += f"  orientation {r['orientation']}"
+    lines.append("  " + head)
+    if r["transfer_syntax"]:
+        lines.append(f"  transfer syntax {r['transfer_syntax']}")
+    if r["value_range"]:
+        lines.append(f"  values {_join(r['value_range'], '..')} ({r['value_units']})")
+    lines.append(f"  -> {r['backbone']}: {_join(r['input_shape'])} {r['dtype']}, mean {r['input_mean']:.3f} std {r['input_std']:.3f}")
+    lines += [f"     {step}" for step in r["preprocessing"]]
+    return "\n".join(lines)
+
+
 def cmd_inspect(a: argparse.Namespace) -> int:
     from medtl import api
     from medtl.errors import MedtlError
 
+    pp = _preprocess_arg(a.preprocess)
     failed = 0
     results = []
     for p in a.paths:
         try:
-            results.append(api.inspect_scan(p, a.backbone))
+            results.append(api.inspect_scan(p, a.backbone, pp))
         except MedtlError as e:
             failed += 1
             sys.stderr.write(f"medtl: error: {e}\n")
     if a.json:
         print(json.dumps(results if len(a.paths) > 1 else (results[0] if results else {}), indent=2, default=str))
     else:
-        for r in results:
-            print(f"{r['path']}\n  {r['kind']} {r['modality'] or ''} {r['photometric'] or ''} raw {tuple(r['raw_shape'])} "
-                  f"spacing {r['spacing']} orientation {r['orientation']} range {r['value_range']}"
-                  + (f"\n  transfer syntax {r['transfer_syntax']}" if r["transfer_syntax"] else "")
-                  + f"\n  -> {r['backbone']}: {tuple(r['input_shape'])} {r['dtype']} mean {r['input_mean']:.3f} std {r['input_std']:.3f}")
+        print("\n".join(_inspect_text(r) for r in results))
     return 1 if failed else 0
+
+
+def cmd_preview(a: argparse.Namespace) -> int:
+    from medtl import api
+
+    out = api.preview(a.path, a.out, a.backbone, _preprocess_arg(a.preprocess))
+    print(f"wrote {out}")
+    return 0
 
 
 def cmd_curate(a: argparse.Namespace) -> int:
     from medtl import api
 
-    r = api.curate(a.manifest, a.out, seed=a.seed)
+    fields = [f.strip() for f in a.domain_from.split(",") if f.strip()] if a.domain_from else None
+    labels = [v.strip() for v in a.labels.split(",") if v.strip()] if a.labels else None
+    r = api.curate(a.manifest, a.out, seed=a.seed, labels=labels, domain_from=fields,
+                   preprocess=_preprocess_arg(a.preprocess))
     print(f"kept {len(r.manifest)} rows, quarantined {len(r.quarantine)}; "
           f"{len(r.duplicates)} duplicate group(s); {len(r.leaking_patients)} patient(s) across splits")
+    for line in r.warnings:
+        print(f"warning: {line}")
     print(f"wrote {Path(a.out) / 'manifest.csv'}, {Path(a.out) / 'quarantine.csv'}, {Path(a.out) / 'report.md'}")
+    return 0
+
+
+def cmd_import_medmnist(a: argparse.Namespace) -> int:
+    from medtl import api
+
+    path = api.import_medmnist(a.npz, a.out, limit=a.limit)
+    print(f"wrote {path} (official splits kept; one pseudo-patient per image: MedMNIST has no patient ids)")
     return 0
 
 
@@ -195,17 +265,37 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="medtl-demo", help="folder for the demo's data (default: medtl-demo)")
     d.set_defaults(func=cmd_demo)
 
+    pp_help = "a preprocess setting, e.g. window=lung or slice_rule=2.5d (repeatable)"
     i = sub.add_parser("inspect", help="what a scan is and what the backbone will receive")
-    i.add_argument("paths", nargs="+")
+    i.add_argument("paths", nargs="+", help="DICOM files or series folders, NIfTI, images, FILE.npz#SPLIT/INDEX")
     i.add_argument("--backbone", default="efficientnet_lite0")
     i.add_argument("--json", action="store_true")
+    i.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE", help=pp_help)
     i.set_defaults(func=cmd_inspect)
+
+    v = sub.add_parser("preview", help="a PNG of what the backbone sees, beside the raw scan")
+    v.add_argument("path")
+    v.add_argument("--backbone", default="efficientnet_lite0")
+    v.add_argument("--out", required=True, help="the PNG to write")
+    v.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE", help=pp_help)
+    v.set_defaults(func=cmd_preview)
 
     c = sub.add_parser("curate", help="validate a manifest, quarantine bad rows, split by patient")
     c.add_argument("manifest")
     c.add_argument("--out", required=True)
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--labels", help="comma-separated known labels; rows with any other label are quarantined")
+    c.add_argument("--domain-from", metavar="FIELDS",
+                   help="tag domains from DICOM headers: comma-separated of manufacturer, model, institution "
+                        "(coded, never the name), slice_thickness, field_strength, kernel, modality, body_part")
+    c.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE", help=pp_help)
     c.set_defaults(func=cmd_curate)
+
+    n = sub.add_parser("import-medmnist", help="a manifest for a MedMNIST .npz (official splits kept)")
+    n.add_argument("npz")
+    n.add_argument("--out", required=True)
+    n.add_argument("--limit", type=int, default=None, help="keep only the first N images of each split")
+    n.set_defaults(func=cmd_import_medmnist)
 
     m = sub.add_parser("compare", help="run every strategy of a config, tracked in MLflow")
     m.add_argument("config")

@@ -6,7 +6,7 @@ Unknown keys are errors (INTERFACE.md), so a typo never silently falls back to a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -31,7 +31,9 @@ class DataConfig(_Strict):
     subset: dict[Literal["train", "val", "test"], int] | None = None
     cache: Literal["memory", "disk", "none"] = "memory"
     cache_dir: Path | None = None
-    num_workers: int = Field(default=0, ge=0)
+    # loader worker processes; "auto": one per core beyond the training one, at most 4 (none when
+    # every item's final tensor is already cached in memory)
+    num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

@@ -46,15 +46,18 @@ SAFE_DICOM_KEYWORDS: tuple[str, ...] = (
 _DEFAULT_SALT = b"medtl-patient-v1"
 
 
-def hash_id(value: object, length: int = 16) -> str:
-    """Keyed hash of a patient identifier: stable for splitting, not reversible by a lookup table.
+def hash_id(value: object, length: int = 16, prefix: str = "p-") -> str:
+    """Keyed hash (HMAC-SHA256) of an identifier: stable for splitting, never the identifier itself.
 
-    The key comes from ``MEDTL_ID_SALT`` when set (a site keeps its own), else a fixed default so
-    that splits are reproducible across machines.
+    The key comes from ``MEDTL_ID_SALT`` when set, else a fixed default so that splits are
+    reproducible across machines. With the default key anyone holding a candidate identifier can
+    recompute its code; a site that shares outputs sets ``MEDTL_ID_SALT`` to its own secret so
+    codes cannot be matched back outside the site. ``prefix`` tells kinds apart (``p-`` patients,
+    ``site-`` institutions).
     """
     key = os.environ.get("MEDTL_ID_SALT", "").encode() or _DEFAULT_SALT
     digest = hmac.new(key, str(value).strip().encode(), hashlib.sha256).hexdigest()
-    return "p-" + digest[:length]
+    return prefix + digest[:length]
 
 
 def is_hashed(value: str) -> bool:

@@ -10,7 +10,7 @@ def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medtl", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
-@pytest.mark.parametrize("cmd", ["demo", "inspect", "curate", "compare", "predict"])
+@pytest.mark.parametrize("cmd", ["demo", "inspect", "preview", "curate", "import-medmnist", "compare", "predict"])
 def test_every_command_has_help(cmd: str) -> None:
     p = run(cmd, "--help")
     assert p.returncode == 0 and "usage" in p.stdout

@@ -1,15 +1,20 @@
 """Curation: every row checked, failures quarantined with a reason, patient-level splits.
 
 Nothing is silently dropped: a row either lands in ``manifest.csv`` (with a split) or in
-``quarantine.csv`` (with the reason), and ``report.md`` counts both.
+``quarantine.csv`` (with the reason), and ``report.md`` counts both. Each scan is read once: the
+same read gives its pixel hash (exact duplicates), its allow-listed header (domains) and the
+proof that it becomes a backbone input. Patient ids are keyed hashes from the moment the
+manifest is read; columns that look like identifiers are not copied out.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -17,16 +22,32 @@ from monai.transforms import Compose
 from sklearn.model_selection import StratifiedGroupKFold
 
 from medtl.config import PreprocessConfig
-from medtl.data.manifest import DEFAULT_DOMAIN, SPLITS, class_names, read_manifest
-from medtl.data.transforms import scan_transforms
-from medtl.errors import DataError, MedtlError
+from medtl.data.manifest import DEFAULT_DOMAIN, REQUIRED, SPLITS, class_names, read_manifest
+from medtl.data.transforms import prepare_scan, scan_transforms, single_threaded
+from medtl.errors import ConfigError, DataError, MedtlError
 from medtl.hashing import array_sha256
 from medtl.models.registry import InputSpec
+from medtl.privacy import CONFIDENTIAL_KEYWORDS
 from medtl.progress import track
 
 # Validation runs the whole pipeline at a small size: it proves the scan decodes and becomes a
 # backbone input without paying for full-size resizes.
 _CHECK_SPEC = InputSpec(size=32, channels=3, mean=(0.0,) * 3, std=(1.0,) * 3, interpolation="bilinear", source="curation check")
+
+# --domain-from names -> allow-listed header fields (InstitutionName only ever as its keyed code)
+DOMAIN_FIELDS: dict[str, str] = {
+    "manufacturer": "Manufacturer",
+    "model": "ManufacturerModelName",
+    "institution": "InstitutionCode",
+    "slice_thickness": "SliceThickness",
+    "field_strength": "MagneticFieldStrength",
+    "kernel": "ConvolutionKernel",
+    "modality": "Modality",
+    "body_part": "BodyPartExamined",
+}
+# manifest columns never copied out, beside the DICOM confidentiality profile's keywords
+_IDENTIFIER_COLUMNS = {"name", "patient", "birthdate", "dob", "dateofbirth", "accession", "mrn",
+                       "medicalrecordnumber", "ssn", "address", "phone", "telephone", "email", "institution"}
 
 
 @dataclass
@@ -36,6 +57,9 @@ class CurationResult:
     duplicates: list[list[str]] = field(default_factory=list)
     leaking_patients: list[str] = field(default_factory=list)
     report: str = ""
+    warnings: list[str] = field(default_factory=list)
+    dropped_columns: list[str] = field(default_factory=list)
+    domain_source: str = "manifest"
 
 
 def split_patients(df: pd.DataFrame, seed: int, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> pd.Series:
@@ -45,6 +69,8 @@ def split_patients(df: pd.DataFrame, seed: int, fractions: tuple[float, float, f
     patients = df["patient_id"].to_numpy()
     strata = (df["label"].astype(str) + "|" + df["domain"].astype(str)).to_numpy()
     n_pat = len(set(patients))
+    if n_pat < 3:
+        raise DataError("manifest", f"{n_pat} patient(s) cannot make train, val and test splits (need at least 3)")
     _, counts = np.unique(strata, return_counts=True)
     k = max(3, min(20, n_pat, int(counts.max())))  # folds of ~5% where the data allow
     folds = np.zeros(len(df), dtype=int)
@@ -61,18 +87,47 @@ def split_patients(df: pd.DataFrame, seed: int, fractions: tuple[float, float, f
     return pd.Series(names, index=df.index, name="split")
 
 
-def _check_row(path: str, pipeline: Compose) -> tuple[str | None, str | None]:
-    """(pixel hash, None) for a good scan, (None, reason) for a bad one; the file is read once."""
-    load, rest = pipeline.transforms[0], Compose(pipeline.transforms[1:], map_items=False)
+def _slug(value: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", str(value)).strip("-") or "unknown"
+
+
+def header_domain(header: dict[str, Any], fields: list[str]) -> str | None:
+    """A domain name from allow-listed header fields, e.g. ``SIEMENS_Prisma-fit_4mm``; None without a header."""
+    if not header:
+        return None
+    parts = []
+    for f in fields:
+        v = header.get(DOMAIN_FIELDS[f])
+        if v in (None, ""):
+            parts.append(f"{f}-unknown")
+        elif f == "slice_thickness":
+            parts.append(f"{float(v):g}mm")
+        elif f == "field_strength":
+            parts.append(f"{float(v):g}T")
+        else:
+            parts.append(_slug(v))
+    return "_".join(parts)
+
+
+def _identifier_columns(columns: list[str]) -> list[str]:
+    profile = {k.lower() for k in CONFIDENTIAL_KEYWORDS}
+    keep = set(REQUIRED) | {"domain", "split"}
+    norm = lambda c: re.sub(r"[^a-z0-9]", "", c.lower())  # noqa: E731
+    return [c for c in columns if c not in keep and (norm(c) in profile or norm(c) in _IDENTIFIER_COLUMNS
+                                                     or norm(c).removeprefix("patient") in _IDENTIFIER_COLUMNS)]
+
+
+def _check_row(path: str, pp: PreprocessConfig, pipeline: Compose) -> tuple[str | None, dict[str, Any], str | None]:
+    """(pixel hash, header, None) for a good scan, (None, {}, reason) for a bad one; one read."""
     try:
-        loaded = load({"image": path})
-        digest = array_sha256(np.asarray(loaded["image"]))
-        rest(loaded)
+        prep = prepare_scan(path, _CHECK_SPEC, pp, pipeline=pipeline)
     except MedtlError as e:
-        return None, e.problem
-    except Exception as e:  # noqa: BLE001 - whatever breaks, the row is quarantined with why
-        return None, f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
-    return digest, None
+        return None, {}, e.problem
+    raw = np.asarray(prep.raw)
+    lo, hi = float(raw.min()), float(raw.max())
+    if lo == hi:
+        return None, {}, f"blank image (every value is {lo:g})"
+    return array_sha256(raw), dict(prep.info.header), None
 
 
 def curate(
@@ -82,53 +137,85 @@ def curate(
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
     labels: list[str] | None = None,
     preprocess: PreprocessConfig | None = None,
+    domain_from: list[str] | None = None,
 ) -> CurationResult:
-    """Validate, deduplicate-report and split a manifest; write manifest.csv, quarantine.csv, report.md."""
+    """Validate, deduplicate-check and split a manifest; write manifest.csv, quarantine.csv, report.md.
+
+    ``labels``: the known labels (others are quarantined); ``domain_from``: header fields that
+    name each DICOM row's domain (see ``DOMAIN_FIELDS``), replacing the manifest's ``domain``.
+    """
+    unknown = sorted(set(domain_from or []) - set(DOMAIN_FIELDS))
+    if unknown:
+        raise ConfigError("--domain-from", f"unknown field(s) {unknown} (known: {', '.join(DOMAIN_FIELDS)})")
     pp = preprocess or PreprocessConfig()
     df = read_manifest(manifest)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     allowed = set(map(str, labels)) if labels else None
+    dropped = _identifier_columns(list(df.columns))
+    df = df.drop(columns=dropped)
 
-    pipeline = scan_transforms(_CHECK_SPEC, pp)
-    hashes: dict[int, str] = {}
+    pipeline = scan_transforms(_CHECK_SPEC, pp, keep_info=True)
+    hashes: dict[Any, str] = {}
+    headers: dict[Any, dict[str, Any]] = {}
     bad: list[dict[str, str]] = []
-    for idx, row in track(list(df.iterrows()), "checking scans", total=len(df)):
-        if allowed is not None and str(row["label"]) not in allowed:
-            bad.append({"path": row["path"], "reason": f"unknown label '{row['label']}'"})
-            continue
-        digest, reason = _check_row(row["path"], pipeline)
-        if reason is not None:
-            bad.append({"path": row["path"], "reason": reason})
-        else:
-            hashes[idx] = digest  # type: ignore[assignment]
+    with single_threaded():
+        for idx, row in track(list(df.iterrows()), "checking scans", total=len(df)):
+            if allowed is not None and str(row["label"]) not in allowed:
+                bad.append({"path": row["path"], "reason": f"unknown label '{row['label']}' (known: {', '.join(sorted(allowed))})"})
+                continue
+            digest, header, reason = _check_row(row["path"], pp, pipeline)
+            if reason is not None:
+                bad.append({"path": row["path"], "reason": reason})
+            else:
+                hashes[idx], headers[idx] = digest, header  # type: ignore[assignment]
     good = df.loc[list(hashes)].copy()
     good["pixel_sha256"] = [hashes[i] for i in good.index]
     quarantine = pd.DataFrame(bad, columns=["path", "reason"])
+    quarantine.to_csv(out / "quarantine.csv", index=False)
     if good.empty:
         raise DataError(manifest, f"no usable rows: all {len(df)} quarantined (see {out / 'quarantine.csv'})")
 
-    has_split = "split" in good.columns and (good["split"] != "").all()
-    if not has_split:
+    result = CurationResult(good, quarantine, dropped_columns=dropped)
+    if domain_from:
+        tagged = {i: header_domain(headers[i], domain_from) for i in good.index}
+        if any(v is not None for v in tagged.values()):
+            good["manifest_domain"] = good["domain"]
+            good["domain"] = [tagged[i] or d for i, d in zip(good.index, good["domain"])]
+        missing = sum(v is None for v in tagged.values())
+        result.domain_source = f"DICOM headers ({', '.join(domain_from)})"
+        if missing:
+            result.warnings.append(f"{missing} row(s) have no DICOM header; they keep the manifest's domain")
+
+    given = good["split"].astype(str).str.strip() != "" if "split" in good.columns else pd.Series(False, index=good.index)
+    if given.any() and not given.all():
+        raise DataError(manifest, f"the split column is filled for {int(given.sum())} of {len(good)} usable rows: "
+                                  "fill it for every row or leave it empty for curate to split")
+    split_given = bool(given.all())
+    if not split_given:
         good["split"] = split_patients(good, seed, fractions)
 
-    groups: dict[str, list[str]] = defaultdict(list)
-    for path, digest in zip(good["path"], good["pixel_sha256"]):
-        groups[digest].append(path)
-    duplicates = [paths for paths in groups.values() if len(paths) > 1]
+    groups: dict[str, list[Any]] = defaultdict(list)
+    for idx, digest in zip(good.index, good["pixel_sha256"]):
+        groups[digest].append(idx)
+    dup_groups = [g for g in groups.values() if len(g) > 1]
+    result.duplicates = [list(good.loc[g, "path"]) for g in dup_groups]
+    crossing = [g for g in dup_groups if good.loc[g, "split"].nunique() > 1]
+    if crossing:
+        result.warnings.append(f"{len(crossing)} group(s) of identical images sit in more than one split")
     per_patient = good.groupby("patient_id")["split"].nunique()
-    leaking = sorted(per_patient[per_patient > 1].index)
-
-    result = CurationResult(good, quarantine, duplicates, leaking)
-    result.report = render_report(result, total=len(df), seed=seed, split_given=has_split)
+    result.leaking_patients = sorted(per_patient[per_patient > 1].index)
+    if result.leaking_patients:
+        result.warnings.append(f"{len(result.leaking_patients)} patient(s) appear in more than one split (leakage)")
+    result.manifest = good
+    result.report = render_report(result, total=len(df), seed=seed, split_given=split_given)
     good.to_csv(out / "manifest.csv", index=False)
-    quarantine.to_csv(out / "quarantine.csv", index=False)
     (out / "report.md").write_text(result.report)
     return result
 
 
 def _table(df: pd.DataFrame, by: str) -> str:
-    counts = df.groupby([by, "split"]).size().unstack("split", fill_value=0)
+    counts = df.groupby([by, "split"], observed=False).size().unstack("split", fill_value=0)
     counts = counts.reindex(columns=[s for s in SPLITS if s in counts.columns])
     head = f"| {by} | " + " | ".join(counts.columns) + " |"
     rule = "|" + "---|" * (len(counts.columns) + 1)
@@ -140,19 +227,29 @@ def render_report(r: CurationResult, total: int, seed: int, split_given: bool) -
     m = r.manifest
     order = {c: i for i, c in enumerate(class_names(m["label"]))}
     m = m.assign(label=pd.Categorical(m["label"], categories=sorted(order, key=order.get)))
+    split_note = "as given in the manifest" if split_given else f"patient-level, stratified by label and domain, seed {seed}"
     lines = [
         "# Curation report",
         "",
         f"- rows: {total}; kept {len(m)}; quarantined {len(r.quarantine)}",
-        f"- patients: {m['patient_id'].nunique()} (ids are keyed hashes)",
-        f"- splits: {'as given in the manifest' if split_given else f'patient-level, stratified by label and domain, seed {seed}'}",
+        f"- patients: {m['patient_id'].nunique()} (ids are keyed hashes, never the identifiers)",
+        f"- splits: {split_note}",
+        f"- domains: from {r.domain_source}" + ("; institutions appear only as keyed codes (site-...)"
+                                                 if "institution" in r.domain_source else ""),
+    ]
+    if r.dropped_columns:
+        lines.append(f"- not copied (identifier columns): {', '.join(r.dropped_columns)}")
+    lines += [f"- warning: {w}" for w in r.warnings]
+    lines += [
         "",
         "## Per split", "", _table(m.assign(all="rows"), "all"), "",
         "## Per label", "", _table(m, "label"), "",
         "## Per domain", "", _table(m.assign(domain=m["domain"].replace("", DEFAULT_DOMAIN)), "domain"), "",
         "## Exact duplicates (same pixels)", "",
     ]
-    lines += [f"- {len(g)} rows: " + ", ".join(Path(p).name for p in g) for g in r.duplicates] or ["none"]
+    split_of = dict(zip(m["path"], m["split"]))
+    lines += [f"- {len(g)} rows in {', '.join(sorted({str(split_of[p]) for p in g}))}: " + ", ".join(Path(p).name for p in g)
+              for g in r.duplicates] or ["none"]
     lines += ["", "## Patients in more than one split (leakage)", ""]
     lines += [f"- {p}: " + ", ".join(sorted(set(m.loc[m['patient_id'] == p, 'split']))) for p in r.leaking_patients] or ["none"]
     lines += ["", "## Quarantined", ""]

@@ -1,12 +1,14 @@
 """Datasets for training: rows from a curated manifest or a MedMNIST ``.npz``, cached by MONAI.
 
 Items are dicts ``{"image": path or array, "label": int, "patient": hashed id, "domain": str,
-"path": str}``. Deterministic transforms are cached (MONAI ``CacheDataset`` in memory or
-``PersistentDataset`` on disk); random augmentations run after the cache, every epoch.
+"path": str}``. Deterministic transforms are cached (MONAI ``CacheDataset`` in memory, filled by
+a thread pool, or ``PersistentDataset`` on disk, filled by the loader's worker processes);
+random augmentations run after the cache, every epoch, in worker processes.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +17,14 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data.utils import worker_init_fn
+from monai.transforms import Randomizable, Transform
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader
 
 from medtl.config import DataConfig
 from medtl.data.manifest import SPLITS, class_names, data_fingerprint, read_manifest
+from medtl.data.medmnist import read_medmnist
 from medtl.errors import DataError
 from medtl.hashing import file_sha256, json_sha256
 
@@ -85,30 +90,30 @@ def _from_manifest(path: Path) -> DataBundle:
 
 
 def _from_npz(path: Path) -> DataBundle:
-    """MedMNIST layout: {train,val,test}_{images,labels}; official splits kept, no patient ids."""
-    if not Path(path).is_file():
-        raise DataError(path, "npz file not found")
-    try:
-        z = np.load(path)
-        arrays = {s: (z[f"{s}_images"], np.asarray(z[f"{s}_labels"]).reshape(-1)) for s in SPLITS}
-    except KeyError as e:
-        raise DataError(path, f"not a MedMNIST npz (missing {e})") from None
-    except Exception as e:  # noqa: BLE001
-        raise DataError(path, f"unreadable npz ({' '.join(str(e).split())[:120]})") from None
+    """MedMNIST layout, official splits kept; images stay in memory (no patient ids: one per image)."""
+    arrays = read_medmnist(path)
     labels = sorted({int(v) for _, (_, y) in arrays.items() for v in y})
     classes = [str(v) for v in range(max(labels) + 1)]
+    name = Path(path).name
     splits = {
-        s: [{"image": img, "label": int(lab), "patient": f"{s}-{i}", "domain": "clean", "path": f"{Path(path).name}#{s}/{i}"}
+        s: [{"image": img, "label": int(lab), "patient": f"{s}-{i}", "domain": "clean", "path": f"{name}#{s}/{i}"}
             for i, (img, lab) in enumerate(zip(imgs, ys))]
         for s, (imgs, ys) in arrays.items()
     }
     return DataBundle(classes, splits, file_sha256(path), str(path))
 
 
+def _random_after_cache(transform: Any) -> bool:
+    return transform.get_index_of_first(lambda t: isinstance(t, Randomizable) or not isinstance(t, Transform)) is not None
+
+
 def image_dataset(items: list[Item], transform: Any, cache: str = "memory", cache_dir: Path | None = None) -> Dataset:
     if cache == "memory":
-        # copy_cache (MONAI default): augmentations and normalisation after the cache must not write into it
-        return CacheDataset(items, transform, num_workers=None, progress=False, copy_cache=True)
+        # Transforms after the cache (augmentations, then normalisation) must work on a copy: a
+        # random transform that does not fire hands the cached tensor on, and MONAI's
+        # NormalizeIntensity writes into it, so the cache would drift epoch after epoch.
+        return CacheDataset(items, transform, num_workers=None, progress=False,
+                            copy_cache=_random_after_cache(transform))
     if cache == "disk":
         folder = Path(cache_dir or ".medtl/cache/images")
         folder.mkdir(parents=True, exist_ok=True)
@@ -116,10 +121,30 @@ def image_dataset(items: list[Item], transform: Any, cache: str = "memory", cach
     return Dataset(items, transform)
 
 
-def loader(ds: Any, batch_size: int, shuffle: bool, num_workers: int = 0, seed: int = 0) -> DataLoader:
+def resolve_workers(num_workers: int | str = "auto") -> int:
+    """``auto``: one worker process per core beyond the one that trains, at most four."""
+    if num_workers == "auto":
+        return min(4, max(0, (os.cpu_count() or 1) - 1))
+    return int(num_workers)
+
+
+def fully_cached(ds: Any) -> bool:
+    """An in-memory cache holding every item's final tensor: worker processes would only copy it."""
+    return isinstance(ds, CacheDataset) and ds.cache_num >= len(ds) and not _random_after_cache(ds.transform)
+
+
+def loader(ds: Any, batch_size: int, shuffle: bool, num_workers: int | str = "auto", seed: int = 0) -> DataLoader:
+    """Batches in worker processes where there is work to do (reading, caching to disk, augmenting).
+
+    Workers are forked per epoch and their random transforms reseeded by MONAI's
+    ``worker_init_fn`` from the loader's generator, so an epoch is reproducible from ``seed``
+    for a given number of workers.
+    """
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers, generator=gen,
-                      collate_fn=_collate, persistent_workers=False, pin_memory=torch.cuda.is_available())
+    workers = 0 if fully_cached(ds) else resolve_workers(num_workers)
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=gen,
+                      collate_fn=_collate, persistent_workers=False, pin_memory=torch.cuda.is_available(),
+                      worker_init_fn=worker_init_fn if workers else None)
 
 
 def _collate(batch: list[Item]) -> dict[str, Any]:
