@@ -82,6 +82,7 @@ def effective_config(name: str, workdir: Path, strategies: list[str] | None) -> 
     to ``workdir`` so that the CLI and the API read the same file and share one run folder."""
     tree = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
     tree["data"]["npz"] = str(MEDMNIST / f"{name}.npz")
+    strategies = [s.rpartition(":")[2] for s in strategies or [] if s.rpartition(":")[0] in ("", name)]
     if strategies:
         unknown = sorted(set(strategies) - {s["name"] for s in tree["strategies"]})
         if unknown:
@@ -265,7 +266,7 @@ def accuracy_section(runs: list[Run], datasets: list[str], argv: list[str] | Non
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", nargs="+", default=None, help="default: every MedMNIST file in ../shared with a config here")
-    p.add_argument("--strategies", nargs="+", default=None, help="default: every strategy of the config")
+    p.add_argument("--strategies", nargs="+", default=None, help="default: every strategy of the config; DATASET:STRATEGY for one dataset only")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per strategy (default 1: the config's seed)")
     p.add_argument("--backbones", nargs="+", default=["efficientnet_lite0", *TORCHVISION],
                    help="torchvision ones run only where their ImageNet checkpoint is present")

@@ -151,14 +151,14 @@ def tables(results: list[dict[str, Any]], sizes: list[int]) -> tuple[str, str]:
     growth = []
     for kind in dict.fromkeys(r["kind"] for r in results):
         by_n = {r["n"]: r for r in results if r["kind"] == kind}
-        lo, hi = by_n.get(min(sizes)), by_n.get(max(sizes))
-        if lo is None or hi is None:
+        if len(by_n) < 2:
             continue
+        lo, hi = by_n[min(by_n)], by_n[max(by_n)]
         d = beyond_caches(hi) - beyond_caches(lo)
         cache_d = (hi["image_cache"] + hi["feature_cache"] - lo["image_cache"] - lo["feature_cache"]) / MiB
-        growth.append([kind, f"{hi['seconds'] / lo['seconds']:.1f}x for {hi['n'] / lo['n']:.0f}x the images",
+        growth.append([kind, f"{hi['seconds'] / lo['seconds']:.1f}x for {hi['n'] / lo['n']:.0f}x the images ({lo['n']} -> {hi['n']})",
                        f"{cache_d:+.0f}", f"{d:+.0f}", "yes" if abs(d) <= FLAT_MIB else "NO"])
-    summary = markdown_table(["strategy", f"time, {min(sizes)} -> {max(sizes)} images", "caches MiB",
+    summary = markdown_table(["strategy", "time, smallest -> largest set", "caches MiB",
                               "rest (peak - baseline - caches) MiB", f"flat (within {FLAT_MIB} MiB)?"], growth, right=(2, 3))
     return detail, summary
 
@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=None, help="backbone input size (default 32: the scaling, not the figure, "
                                                            "is the point; smoke 32)")
     p.add_argument("--eval-images", type=int, default=None, help="validation and test images (default 256; smoke 16)")
+    p.add_argument("--train-sizes", type=int, nargs="+", default=None,
+                   help="sizes at which the training strategies run (default: --sizes); extract and frozen run at every size")
     p.add_argument("--smoke", action="store_true", help="two tiny sizes, two kinds, in this process (the code path, not "
                                                          "the figures); writes nothing unless --results")
     p.add_argument("--results", type=Path, default=None, help="RESULTS.md to update (default benchmarks/RESULTS.md; smoke: none)")
@@ -188,8 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     kinds = args.kinds or (["extract", "full"] if args.smoke else list(KINDS))
     load_before = load_average()
     results = []
+    train_sizes = args.train_sizes or sizes
     for n in sizes:
         for kind in kinds:
+            if kind not in ("extract", "frozen") and n not in train_sizes:
+                continue
             results.append(measure(kind, n, size, eval_n, in_process=args.smoke))
             print(f"{kind} {n}: {results[-1]['seconds']:.1f} s, peak {results[-1]['peak'] / MiB:.0f} MiB", flush=True)
     detail, summary = tables(results, sizes)
@@ -198,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *header("bench_memory.py", argv, load_before, load_average(), "monai"),
         f"- data: OrganAMNIST training split, stratified subsets of {', '.join(map(str, sizes))} images (seed 0), "
-        f"{eval_n} validation and {eval_n} test images; efficientnet_lite0 (ImageNet) at {size} px, batch 64",
+        f"{eval_n} validation and {eval_n} test images; efficientnet_lite0 (ImageNet) at {size} px, batch 64; "
+        f"training strategies at {', '.join(map(str, train_sizes))} images",
         "- each row: its own process; one epoch (`lp-ft`: one probe epoch, one fine-tuning epoch; `progressive`: its "
         "first epoch, which trains the head only; `frozen`: a head per layer group on cached features); "
         "no loader worker processes; `extract`: the training split's features of every layer, nothing else",
