@@ -33,7 +33,7 @@ from benchmarks._common import MEDMNIST, RESULTS, header, load_average, markdown
 
 SECTION = "bench_memory"
 NPZ = MEDMNIST / "organamnist.npz"
-KINDS = ("extract", "frozen", "progressive", "full", "lp-ft", "scratch")
+KINDS = ("extract", "frozen", "full", "lp-ft", "progressive", "scratch")
 MiB = 2**20
 FLAT_MIB = 64  # growth beyond the caches from the smallest to the largest set that still counts as flat
 
@@ -163,6 +163,31 @@ def tables(results: list[dict[str, Any]], sizes: list[int]) -> tuple[str, str]:
     return detail, summary
 
 
+def section(results: list[dict[str, Any]], argv: list[str] | None, load_before: str, sizes: list[int],
+            train_sizes: list[int], size: int, eval_n: int) -> str:
+    detail, summary = tables(results, sizes)
+    return "\n".join([
+        "## Time and peak memory against training-set size",
+        "",
+        *header("bench_memory.py", argv, load_before, load_average(), "monai"),
+        f"- data: OrganAMNIST training split, stratified subsets of {', '.join(map(str, sizes))} images (seed 0), "
+        f"{eval_n} validation and {eval_n} test images; efficientnet_lite0 (ImageNet) at {size} px, batch 64; "
+        f"training strategies at {', '.join(map(str, train_sizes))} images",
+        "- each row: its own process; one epoch (`lp-ft`: one probe epoch, one fine-tuning epoch; `progressive`: its "
+        "first epoch, which trains the head only; `frozen`: a head per layer group on cached features); "
+        "no loader worker processes; `extract`: the training split's features of every layer, nothing else",
+        "- peak RSS: the process's high-water mark (getrusage); baseline: the high-water mark after imports; "
+        "image cache: the preprocessed tensors MONAI's CacheDataset holds (every dataset of the run); feature "
+        "cache: the frozen features of every layer (train, val and test; on disk and loaded in memory)",
+        "",
+        detail,
+        "",
+        "Growth from the smallest to the largest training set:",
+        "",
+        summary,
+    ])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=None, help="training-set sizes (default 1000 4000 16000; smoke 32 64)")
@@ -189,39 +214,21 @@ def main(argv: list[str] | None = None) -> int:
     sizes = args.sizes or ([32, 64] if args.smoke else [1000, 4000, 16000])
     kinds = args.kinds or (["extract", "full"] if args.smoke else list(KINDS))
     load_before = load_average()
-    results = []
+    results_path = args.results or (None if args.smoke else RESULTS)
     train_sizes = args.train_sizes or sizes
-    for n in sizes:
-        for kind in kinds:
+    results: list[dict[str, Any]] = []
+    body = ""
+    for kind in kinds:  # one kind at every size, then the next: a cut-short run still shows growth
+        for n in sizes:
             if kind not in ("extract", "frozen") and n not in train_sizes:
                 continue
             results.append(measure(kind, n, size, eval_n, in_process=args.smoke))
             print(f"{kind} {n}: {results[-1]['seconds']:.1f} s, peak {results[-1]['peak'] / MiB:.0f} MiB", flush=True)
-    detail, summary = tables(results, sizes)
-    body = "\n".join([
-        "## Time and peak memory against training-set size",
-        "",
-        *header("bench_memory.py", argv, load_before, load_average(), "monai"),
-        f"- data: OrganAMNIST training split, stratified subsets of {', '.join(map(str, sizes))} images (seed 0), "
-        f"{eval_n} validation and {eval_n} test images; efficientnet_lite0 (ImageNet) at {size} px, batch 64; "
-        f"training strategies at {', '.join(map(str, train_sizes))} images",
-        "- each row: its own process; one epoch (`lp-ft`: one probe epoch, one fine-tuning epoch; `progressive`: its "
-        "first epoch, which trains the head only; `frozen`: a head per layer group on cached features); "
-        "no loader worker processes; `extract`: the training split's features of every layer, nothing else",
-        "- peak RSS: the process's high-water mark (getrusage); baseline: the high-water mark after imports; "
-        "image cache: the preprocessed tensors MONAI's CacheDataset holds (every dataset of the run); feature "
-        "cache: the frozen features of every layer (train, val and test; on disk and loaded in memory)",
-        "",
-        detail,
-        "",
-        "Growth from the smallest to the largest training set:",
-        "",
-        summary,
-    ])
+            body = section(results, argv, load_before, sizes, train_sizes, size, eval_n)
+            if results_path is not None:  # after every measurement: a long run keeps what it has
+                write_section(results_path, SECTION, body)
     print(body)
-    results_path = args.results or (None if args.smoke else RESULTS)
     if results_path is not None:
-        write_section(results_path, SECTION, body)
         print(f"\nwrote {results_path}")
     return 0
 
