@@ -323,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
                         else:
                             run.minutes, run.timed_by = seconds / 60, "API wall time"
                     run.notes += comp.data.notes
+                    all_strategies = [st["name"] for st in yaml.safe_load((CONFIGS / f"{d}.yaml").read_text())["strategies"]]
+                    ran = [st.name for st in comp.config.strategies]
+                    if ran != all_strategies:
+                        run.notes.append(f"only {', '.join(ran)} of the config's {', '.join(all_strategies)} ran: "
+                                         "the wall time and the target are for these alone")
                     runs.append(run)
                     write(results, runs, cli_records, datasets, argv, load_before, args.seeds)  # a long run keeps what it has
     body = write(results, runs, cli_records, datasets, argv, load_before, args.seeds)
