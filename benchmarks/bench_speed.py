@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             cos = F.cosine_similarity(medtl_out["features"][last], plain_out, dim=1)  # type: ignore[index]
             if device.type == "cpu":
                 agreement = (f"final-layer features of the two sides: cosine similarity min {cos.min():.4f}, mean {cos.mean():.4f} "
-                             "(MONAI and torchvision resize the 28 px images differently at the edges)")
+                             "(MONAI's and torchvision's bicubic upsampling of the 28 px images differ slightly)")
             plain_s, medtl_s = statistics.median(t_plain), statistics.median(t_medtl)
             where = f"{device.type} ({numerics})"
             rows.append([where, "plain torchvision loop (same tensors, same backbone)", f"{n / plain_s:.0f}", "1.00", "", ""])
