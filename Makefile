@@ -22,5 +22,13 @@ demo: install
 test: install
 	$(BIN)/python -m pytest -q
 
+# every benchmark, each rewriting its section of benchmarks/RESULTS.md (see benchmarks/README.md)
+bench: install
+	$(BIN)/python benchmarks/bench_loading.py
+	$(BIN)/python benchmarks/bench_frozen_cache.py
+	$(BIN)/python benchmarks/bench_speed.py
+	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_accuracy.py --cli
+
 clean:
 	rm -rf $(VENV) .medtl medtl-demo mlflow.db mlruns

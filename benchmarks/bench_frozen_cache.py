@@ -14,12 +14,9 @@ result.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
@@ -27,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from medtl import __version__  # noqa: E402
+from benchmarks._common import MEDMNIST, RESULTS, header, load_average, write_section  # noqa: E402
 from medtl.compare import _fit_head, _fit_options, _Shared  # noqa: E402
 from medtl.config import load_config  # noqa: E402
 from medtl.data.datasets import load_data  # noqa: E402
@@ -37,7 +34,7 @@ from medtl.training.loop import fit, resolve_device, seed_everything  # noqa: E4
 from medtl.training.strategies import HEAD, build_schedule, head_only  # noqa: E402
 
 SECTION = "bench_frozen_cache"
-NPZ = Path(os.environ.get("MEDTL_SHARED", ROOT.parent / "shared")) / "data" / "medmnist" / "breastmnist.npz"
+NPZ = MEDMNIST / "breastmnist.npz"
 
 
 def config(args: argparse.Namespace) -> dict:
@@ -88,26 +85,6 @@ def reextract_arm(cfg, data, spec, device, cache: Path) -> tuple[float, float]: 
     return time.perf_counter() - start, result.history[-1]["val_auc"]
 
 
-def environment() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, load average {load:.1f} at start; "
-            f"Python {platform.python_version()}, torch {torch.__version__}, medtl {__version__}")
-
-
-def write_section(path: Path, body: str) -> None:
-    """Replace this script's section of RESULTS.md (between its markers), keeping every other section."""
-    start, end = f"<!-- {SECTION}:start -->", f"<!-- {SECTION}:end -->"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--smoke", action="store_true", help="a 64-image subset at 32 px, 3 epochs; writes nothing unless --results")
@@ -121,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     if not NPZ.is_file():
         print(f"needs {NPZ} (the shared MedMNIST data; set MEDTL_SHARED)", file=sys.stderr)
         return 2
-    env = environment()
+    load_before = load_average()
     cfg = load_config(config(args))
     data = load_data(cfg.data, cfg.train.seed)
     spec = get_backbone(cfg.backbone.name).weights.input_spec().with_size(cfg.preprocess.size)
@@ -137,16 +114,13 @@ def main(argv: list[str] | None = None) -> int:
             ("frozen, features re-extracted every epoch", slow, auc_slow)]
     table = ["| arm | seconds | final val AUC | speed-up |", "|---|---:|---:|---:|"]
     table += [f"| {name} | {sec:.1f} | {auc:.4f} | {slow / sec:.1f}x |" for name, sec, auc in rows]
-    threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
-    cmd = f"{threads}python benchmarks/bench_frozen_cache.py" + " ".join([""] + (argv if argv is not None else sys.argv[1:]))
     body = "\n".join([
         "## Frozen arm: feature cache vs re-extracting every epoch",
         "",
-        f"`{cmd}` on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+        *header("bench_frozen_cache.py", argv, load_before, load_average()),
         "",
         f"{cfg.backbone.name} (ImageNet) at {args.size} px, BreastMNIST train {n['train']} / val {n['val']} images, "
         f"linear head, {args.epochs} epochs, batch {cfg.train.batch_size}, validation every epoch, device {device.type}.",
-        f"Machine: {env}.",
         "",
         *table,
         "",
@@ -154,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         f"both heads end at the same validation AUC (difference {abs(auc_cold - auc_slow):.1e}).",
     ])
     print(body)
-    results = args.results or (None if args.smoke else ROOT / "benchmarks" / "RESULTS.md")
+    results = args.results or (None if args.smoke else RESULTS)
     if results is not None:
-        write_section(results, body)
+        write_section(results, SECTION, body)
         print(f"\nwrote {results}")
     return 0
 

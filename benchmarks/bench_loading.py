@@ -24,9 +24,7 @@ Rows:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -44,6 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import SHARED, header, load_average, write_section  # noqa: E402
 from medtl.config import PreprocessConfig  # noqa: E402
 from medtl.data.datasets import image_dataset, loader, resolve_workers  # noqa: E402
 from medtl.data.readers import read_scan  # noqa: E402
@@ -51,8 +50,7 @@ from medtl.data.synthetic import write_ct_series, write_nifti  # noqa: E402
 from medtl.data.transforms import scan_transforms  # noqa: E402
 from medtl.models.registry import get_backbone  # noqa: E402
 
-SHARED = Path(os.environ.get("MEDTL_SHARED", ROOT.parent / "shared")) / "data"
-MARK_START, MARK_END = "<!-- bench_loading:start -->", "<!-- bench_loading:end -->"
+SECTION = "bench_loading"
 TARGET_FIRST, TARGET_CACHED = 0.8, 5.0
 
 
@@ -191,23 +189,6 @@ def bench_workload(name: str, paths: list[Path], plain: Callable[[Path], np.ndar
 # -- report ---------------------------------------------------------------------------------------
 
 
-def _load() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def by_file_note(rows: list[dict]) -> str:
     """First-read ratio per source file: a fixed cost per scan weighs most on the smallest files."""
     parts = []
@@ -227,26 +208,12 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _versions() -> str:
-    import monai
-    import pylibjpeg
-
-    return (f"Python {platform.python_version()}, torch {torch.__version__}, MONAI {monai.__version__}, "
-            f"pydicom {pydicom.__version__}, pylibjpeg {pylibjpeg.__version__}, nibabel {nib.__version__}, "
-            f"numpy {np.__version__}")
-
-
-def section(rows: list[dict], command: str, data: dict[str, str], load_before: str, load_after: str, copies: int,
-            repeats: int, size: int | None) -> str:
+def section(rows: list[dict], argv: list[str] | None, data: dict[str, str], load_before: str, load_after: str,
+            copies: int, repeats: int, size: int | None) -> str:
     return "\n".join([
-        MARK_START,
         "## Loading throughput (`benchmarks/bench_loading.py`)",
         "",
-        f"- command: `{command}`",
-        f"- date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
-        f"- machine: {_cpu()}, {os.cpu_count()} logical cores; load average before {load_before}, after {load_after} "
-        "(1, 5, 15 min)",
-        f"- versions: {_versions()}",
+        *header("bench_loading.py", argv, load_before, load_after, "monai", "pydicom", "pylibjpeg", "nibabel", "numpy"),
         f"- data: series = {data['series']}; NIfTI = {data['nifti']}; each copied {copies}x; "
         f"median of {repeats} runs; files in the OS page cache (CPU cost, not disk)",
         f"- backbone input: efficientnet_lite0 ({'its own size' if size is None else f'size {size}'}), default preprocessing; "
@@ -256,18 +223,7 @@ def section(rows: list[dict], command: str, data: dict[str, str], load_before: s
         table(rows),
         "",
         by_file_note(rows),
-        MARK_END,
     ])
-
-
-def write_section(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    if MARK_START in old and MARK_END in old:
-        head, rest = old.split(MARK_START, 1)
-        new = head + text + rest.split(MARK_END, 1)[1]
-    else:
-        new = old.rstrip() + "\n\n" + text + "\n"
-    path.write_text(new)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -284,21 +240,20 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")
     os.environ.setdefault("MEDTL_PROGRESS", "0")
     torch.set_num_threads(1)  # loading runs in DataLoader workers, which use one torch thread each
-    load_before = _load()
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="medtl-bench-") as tmp:
         work = Path(tmp)
         series, series_desc = _series_source(work, a.smoke)
         niftis, nifti_desc = _nifti_sources(work, a.smoke)
         rows = bench_workload("DICOM series folder", _copies([series], work / "s", copies), plain_series, repeats, work, a.size)
         rows += bench_workload("NIfTI volumes", _copies(niftis, work / "n", copies), plain_nifti, repeats, work, a.size)
-    load_after = _load()
+    load_after = load_average()
     print(table(rows))
     print(by_file_note(rows))
     print(f"load average before {load_before}, after {load_after}")
     if out is not None:
-        command = "python benchmarks/bench_loading.py " + " ".join(argv if argv is not None else sys.argv[1:])
-        write_section(out, section(rows, command.strip(), {"series": series_desc, "nifti": nifti_desc}, load_before,
-                                   load_after, copies, repeats, a.size))
+        write_section(out, SECTION, section(rows, argv, {"series": series_desc, "nifti": nifti_desc}, load_before,
+                                            load_after, copies, repeats, a.size))
         print(f"wrote {out}")
     return 0
 

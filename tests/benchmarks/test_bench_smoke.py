@@ -1,0 +1,73 @@
+"""The ``--smoke`` mode of bench_accuracy, bench_speed and bench_memory runs end to end, prints its
+tables and rewrites only its own section of a RESULTS.md (the figures are not checked: a smoke
+run is too small to mean anything)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, shared_path
+
+OTHER = "# Benchmark results\n\n<!-- other:start -->\nkeep me\n<!-- other:end -->\n"
+
+
+def smoke(script: str, results: Path, *extra: str) -> subprocess.CompletedProcess:
+    results.write_text(OTHER + f"\n<!-- {script}:start -->\nstale\n<!-- {script}:end -->\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDTL_PROGRESS": "0"}
+    p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--smoke", "--results", str(results), *extra],
+                       capture_output=True, text=True, timeout=600, env=env, cwd=results.parent)
+    assert p.returncode == 0, p.stderr[-3000:]
+    text = results.read_text()
+    assert "keep me" in text and "stale" not in text and text.count(f"<!-- {script}:start -->") == 1
+    assert "load average before" in text and f"python benchmarks/{script}.py --smoke" in text
+    return p
+
+
+def test_bench_accuracy_smoke(tmp_path: Path) -> None:
+    shared_path("medmnist", "breastmnist.npz")
+    smoke("bench_accuracy", tmp_path / "RESULTS.md", "--datasets", "breastmnist")
+    text = (tmp_path / "RESULTS.md").read_text()
+    for strategy in ("frozen", "full"):
+        row = re.search(rf"^\| breastmnist \| {strategy} \| efficientnet_lite0, ImageNet .*\| 32 px \(28 px upsampled\) \| 1 \| "
+                        r"([\d.]+) \[([\d.]+), ([\d.]+)\] \| ([\d.]+) \[", text, re.M)
+        assert row, f"no {strategy} row"
+        auc, low, high, acc = map(float, row.groups())
+        assert low <= auc <= high and 0 <= acc <= 1
+    assert text.count("MedMNIST v2 (published)") == 3 and "| 0.901 | 0.863 |" in text
+    for arch in ("resnet18", "resnet50"):  # no torchvision checkpoint here: said, not silently dropped
+        assert re.search(rf"\| {arch} \|.*(skipped: checkpoint absent|ImageNet)", text), arch
+    assert re.search(r"^\| breastmnist \| 0\.901 / 0\.863 \| \w[\w-]*: [\d.]+ / [\d.]+ \| (yes|NO)", text, re.M)
+
+
+def test_bench_speed_smoke(tmp_path: Path) -> None:
+    shared_path("medmnist", "organamnist.npz")
+    p = smoke("bench_speed", tmp_path / "RESULTS.md")
+    assert re.search(r"\| cpu \(fp32\) \| medtl: MONAI pipeline.*\| [\d.]+ \| >= 0.9 \| (yes|NO) \|", p.stdout)
+    assert "plain torchvision loop" in p.stdout and "feature cache" in p.stdout
+    assert "cosine similarity" in p.stdout
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="peak RSS from getrusage is in KiB on Linux only")
+def test_bench_memory_smoke(tmp_path: Path) -> None:
+    shared_path("medmnist", "organamnist.npz")
+    p = smoke("bench_memory", tmp_path / "RESULTS.md")
+    rows = re.findall(r"^\| (extract|full) \| (\d+) \| [\d.]+ \| \d+ \| (\d+) \| (\d+) \|", p.stdout, re.M)
+    assert {(k, int(n)) for k, n, _, _ in rows} == {("extract", 32), ("extract", 64), ("full", 32), ("full", 64)}
+    assert all(int(peak) >= int(base) > 0 for _, _, peak, base in rows)
+    assert "Growth from the smallest to the largest training set" in p.stdout
+
+
+def test_bench_memory_child_measures_in_its_own_process(tmp_path: Path) -> None:
+    """The real mode's path: one measurement in a fresh process, reported as one JSON line."""
+    shared_path("medmnist", "organamnist.npz")
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.bench_memory import measure
+
+    r = measure("extract", 32, 32, 16)
+    assert r["n"] == 32 and r["peak"] >= r["baseline"] > 0 and r["image_cache"] > 0 and r["feature_cache"] > 0
