@@ -136,8 +136,9 @@ def proxy_a_distance(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor,
     a, b = _as64(x), _as64(y)
     rng = np.random.default_rng(seed)
     n = min(len(a), len(b))
-    if n < folds:
-        raise ValueError(f"proxy A-distance needs at least {folds} rows per domain, got {n}")
+    if n < 2:
+        raise ValueError(f"proxy A-distance needs at least 2 rows per domain, got {n}")
+    folds = min(folds, n)  # tiny domains: fewer folds rather than no answer
     a, b = a[rng.choice(len(a), n, replace=False)], b[rng.choice(len(b), n, replace=False)]
     z, dom = np.vstack([a, b]), np.r_[np.zeros(n), np.ones(n)]
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000))
@@ -159,7 +160,11 @@ def linear_cka(x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> fl
 
 def shift_metrics(source: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, permutations: int = 200,
                   seed: int = 0) -> dict[str, float]:
-    """Every distance between two feature sets, named as MLflow's ``shift.*`` metrics (without the prefix)."""
+    """Every distance between two feature sets, named as MLflow's ``shift.*`` metrics (without the prefix).
+
+    NaN throughout when either set has fewer than two rows (nothing to measure a spread on)."""
+    if min(len(source), len(target)) < 2:
+        return dict.fromkeys(("mmd", "mmd_p", "coral", "frechet", "proxy_a_distance"), float("nan"))
     m = mmd(source, target, permutations, seed)
     return {"mmd": m.mmd, "mmd_p": m.p_value, "coral": coral(source, target), "frechet": frechet(source, target),
             "proxy_a_distance": proxy_a_distance(source, target, seed=seed)}
