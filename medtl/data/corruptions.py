@@ -8,7 +8,7 @@ parameters of ``medmnistc.corruptions.registry.CORRUPTIONS_DS``, each as the pac
 ``gaussian_blur``, scikit-image's salt-and-pepper noise); the tests hold every corruption whose
 module imports to medmnistc's own output. The exception is ``motion_blur``: medmnistc calls
 ImageMagick's ``MotionBlurImage`` (a one-sided Gaussian-weighted line at a random angle); here it is
-that kernel, built by hand and applied with OpenCV's ``filter2D`` (close, not bit-identical).
+that kernel, built by hand and applied with scipy's ``ndimage.correlate`` (close, not bit-identical).
 
 As medmnistc does: images are corrupted as 8-bit RGB at ``size`` pixels (224: the resolution its
 parameters were set for; smaller MedMNIST images are resized up first, bilinear), then turned back
@@ -79,7 +79,7 @@ def gaussian_blur(img: Image.Image, kernel: int, rng: np.random.Generator) -> np
 
 def motion_blur(img: Image.Image, radius_sigma: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
     """ImageMagick's motion blur: a one-sided line of Gaussian weights (sigma), ``radius`` long, at an angle in [-45, 45)."""
-    import cv2
+    from scipy.ndimage import correlate
 
     radius, sigma = radius_sigma
     angle = np.deg2rad(rng.uniform(-45, 45))
@@ -91,7 +91,7 @@ def motion_blur(img: Image.Image, radius_sigma: tuple[float, float], rng: np.ran
         k[y, x] += w
     k /= k.sum()
     x = np.array(img).astype(np.float32)
-    out = cv2.filter2D(x, -1, k, borderType=cv2.BORDER_REPLICATE)
+    out = np.stack([correlate(x[..., c], k, mode="nearest") for c in range(x.shape[-1])], -1)
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
