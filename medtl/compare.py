@@ -26,6 +26,7 @@ from medtl.errors import ConfigError
 from medtl.data.datasets import DataBundle, class_weights, image_dataset, load_data, loader
 from medtl.data.transforms import build_augmentations, scan_transforms
 from medtl.hashing import json_sha256
+from medtl.domains import ShiftProbe
 from medtl.metrics.summary import summarize
 from medtl.models.registry import InputSpec, get_backbone
 from medtl.models.transfer import BuiltBackbone, TransferModel, build_backbone, create_model, make_head
@@ -54,6 +55,7 @@ class ArmResult:
     build: dict[str, Any] = field(default_factory=dict)  # create_model arguments that rebuild ``model``
     # frozen arms with a layer sweep: layer -> {val_auc, val_loss, best_epoch, dim}; the chosen one is build["layer"]
     sweep: dict[str, dict[str, float]] | None = None
+    shift: Any = None  # medtl.domains.ShiftReport of this run (pictures); its numbers are in ``metrics``
 
     RESULT = "result.pt"
 
@@ -97,9 +99,16 @@ class Comparison:
     run_id: str | None = None
     registry: dict[str, Any] = field(default_factory=dict)
     folder: Path | None = None  # the run folder: finished arms on local disk (trackers journal here too)
+    # the frozen ImageNet extractor's feature distances (shift.<m>[.<domain>]); empty without target domains
+    shift_extractor: dict[str, float] = field(default_factory=dict)
 
     def table(self) -> pd.DataFrame:
         return results_table(self.arms)
+
+    def shift_table(self) -> pd.DataFrame:
+        from medtl.domains import shift_table
+
+        return shift_table(self.arms)
 
     def sweep_table(self) -> pd.DataFrame:
         return sweep_table(self.arms)
@@ -296,7 +305,7 @@ def _frozen_arm(s: StrategyConfig, seed: int, shared: _Shared, built: BuiltBackb
     return model, result, probs, test["labels"].numpy(), sweep
 
 
-def run_arm(s: StrategyConfig, seed: int, shared: _Shared, tracker: Tracker, folder: Path) -> ArmResult:
+def run_arm(s: StrategyConfig, seed: int, shared: _Shared, tracker: Tracker, folder: Path, shift: ShiftProbe | None = None) -> ArmResult:
     """Train and evaluate one arm; a finished arm found on disk (``--resume``) is loaded, not retrained."""
     if (folder / ArmResult.RESULT).is_file():
         return ArmResult.load(folder)
@@ -331,6 +340,9 @@ def run_arm(s: StrategyConfig, seed: int, shared: _Shared, tracker: Tracker, fol
         metrics[f"sweep.val_auc.{g}"] = row["val_auc"]
     arm = ArmResult(s.name, str(s.kind), seed, model, result, result.best_val_auc, metrics, probs, labels, items,
                     built.weights_id, built.weights_sha256, time.perf_counter() - start, probe, folder, build, sweep)
+    if shift is not None and shift.active:
+        arm.shift = shift.analyse(arm, seed)
+        arm.metrics.update(arm.shift.metrics)
     arm.save(folder)
     return arm
 
@@ -347,11 +359,16 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
     folder.mkdir(parents=True, exist_ok=True)
     comparison = Comparison(cfg, data, spec, folder=folder)
     shared = _Shared(cfg, data, spec, folder, device)
+    shift = ShiftProbe(shared, cfg.train.seed)
+    if shift.active:  # the frozen ImageNet extractor, measured once on the same images as every arm
+        seed_everything(cfg.train.seed)
+        shift.prepare(build_backbone(cfg.backbone.name, pretrained=cfg.backbone.weights == "imagenet"))
+        comparison.shift_extractor = shift.extractor_metrics
     tracker.start(comparison)
     for seed in cfg.train.all_seeds:
         for s in cfg.strategies:
             tracker.start_arm(s, seed)
-            arm = run_arm(s, seed, shared, tracker, folder / f"{s.name}-seed{seed}")
+            arm = run_arm(s, seed, shared, tracker, folder / f"{s.name}-seed{seed}", shift)
             comparison.arms.append(arm)
             tracker.end_arm(arm, comparison)
     comparison.best = pick_best(comparison.arms)

@@ -20,6 +20,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
 
+class CorruptionConfig(_Strict):
+    """MedMNIST-C target domains made from the (clean) test split: one per corruption and severity."""
+
+    dataset: str  # whose MedMNIST-C parameters (breastmnist, organamnist, ...)
+    names: list[str] | Literal["all"] = "all"
+    severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
+    # pixels the corruption is applied at (MedMNIST-C's parameters were set at 224); null: the images' own
+    size: int | None = Field(default=224, gt=0)
+
+
 class DataConfig(_Strict):
     """Where the scans come from and which domains are source and target."""
 
@@ -34,12 +44,26 @@ class DataConfig(_Strict):
     # loader worker processes; "auto": one per core beyond the training one, at most 4 (none when
     # every item's final tensor is already cached in memory)
     num_workers: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
+    # MedMNIST-C corruptions of the test split as target domains (npz only)
+    corruptions: CorruptionConfig | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         if (self.manifest is None) == (self.npz is None):
             raise ValueError("give exactly one of data.manifest or data.npz")
+        if self.corruptions is not None and self.npz is None:
+            raise ValueError("data.corruptions needs data.npz (MedMNIST-C corrupts MedMNIST images)")
         return self
+
+
+class ShiftConfig(_Strict):
+    """Domain-shift analysis after each arm: on when the test split has target domains."""
+
+    enabled: bool = True
+    max_items: int = Field(default=200, ge=10)  # images per domain for feature distances, CKA, embeddings
+    permutations: int = Field(default=200, ge=0)  # MMD permutation test
+    adabn: bool = False  # also evaluate each arm after AdaBN on every target domain
+    gradcam: int = Field(default=3, ge=0)  # Grad-CAM overlays: scans per side (source, target); 0: none
 
 
 class WindowConfig(_Strict):
@@ -171,6 +195,7 @@ class ExperimentConfig(_Strict):
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    shift: ShiftConfig = Field(default_factory=ShiftConfig)
 
     @field_validator("strategies")
     @classmethod

@@ -32,7 +32,7 @@ class Evaluation:
     domains: list[str]
     metrics: dict[str, float]  # summarize(): eval_<metric>[_ci_low|_ci_high][.<domain>], eval_n[.<domain>]
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "error"} per unreadable scan
-    shift: dict[str, float] | None = None  # domain-shift metrics; None until ``domain_shift`` computes them
+    shift: dict[str, Any] | None = None  # {"reference": domain, "shift.<m>[.<domain>]": value} (``domain_shift``); None with one domain
 
     def _part(self, suffix: str) -> dict[str, Any]:
         m = self.metrics
@@ -66,14 +66,38 @@ def _num(v: float) -> float | None:
     return None if v is None or not math.isfinite(v) else float(v)
 
 
-def domain_shift(classifier: Any, items: pd.DataFrame) -> dict[str, float] | None:
-    """Domain-shift metrics (``shift.mmd``, ``shift.coral``, ``shift.frechet``, ``shift.proxy_a_distance``)
-    between the manifest's domains, on the classifier's backbone features.
+def domain_shift(classifier: Any, items: pd.DataFrame, max_items: int = 200, permutations: int = 200,
+                 seed: int = 0) -> dict[str, Any] | None:
+    """Feature distances between the manifest's domains, on the model's penultimate features.
 
-    The hook for the domain-shift work (a later issue): it returns None, and ``medtl evaluate`` shows
-    no shift numbers, until that code computes real ones here.
+    The reference is the domain with the most scans (the first by name on ties): ``shift.<m>`` against all
+    other domains pooled, ``shift.<m>.<domain>`` against each (m: mmd, mmd_p, coral, frechet,
+    proxy_a_distance; ``medtl.metrics.shift``), on at most ``max_items`` scans per domain (a seeded draw).
+    None with a single domain.
     """
-    return None
+    import torch
+
+    from medtl.metrics.shift import shift_metrics
+
+    counts = items["domain"].value_counts()
+    if len(counts) < 2:
+        return None
+    reference = sorted(counts.index, key=lambda d: (-counts[d], d))[0]
+    rng = np.random.default_rng(seed)
+    picked = {d: sorted(rng.choice(np.flatnonzero(items["domain"].to_numpy() == d), min(int(counts[d]), max_items),
+                                   replace=False).tolist()) for d in sorted(counts.index)}
+    feats: dict[str, np.ndarray] = {}
+    with torch.no_grad():
+        for d, idx in picked.items():
+            xs = [classifier._prepare(items["path"].iloc[i]) for i in idx]
+            feats[d] = torch.cat([classifier.model.features(torch.stack(xs[j:j + 16])) for j in range(0, len(xs), 16)]).numpy()
+    others = [d for d in feats if d != reference]
+    pooled = np.vstack([feats[d] for d in others])
+    pooled = pooled[rng.choice(len(pooled), min(len(pooled), max_items), replace=False)]
+    out = {f"shift.{k}": v for k, v in shift_metrics(feats[reference], pooled, permutations, seed).items()}
+    for d in others:
+        out.update({f"shift.{k}.{d}": v for k, v in shift_metrics(feats[reference], feats[d], permutations, seed).items()})
+    return {"reference": reference, **{k: _num(v) for k, v in out.items()}}
 
 
 def evaluate(classifier: Any, manifest: str | Path, split: str | None = None, n_boot: int = 1000, seed: int = 0,
@@ -100,5 +124,5 @@ def evaluate(classifier: Any, manifest: str | Path, split: str | None = None, n_
     y = np.array([index[str(v)] for v in kept["label"]])
     metrics = summarize(y, probs[ok], kept["domain"].tolist(), kept["patient_id"].tolist(), PREFIX, n_boot, seed)
     domains = sorted(set(kept["domain"]))
-    return Evaluation(model_uri, str(manifest), split, list(classifier.classes), domains, metrics, skipped,
-                      domain_shift(classifier, kept))
+    shift = domain_shift(classifier, kept, seed=seed)
+    return Evaluation(model_uri, str(manifest), split, list(classifier.classes), domains, metrics, skipped, shift)

@@ -22,10 +22,10 @@ from monai.transforms import Randomizable, Transform
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader
 
-from medtl.config import DataConfig
+from medtl.config import CorruptionConfig, DataConfig
 from medtl.data.manifest import SPLITS, class_names, data_fingerprint, read_manifest
 from medtl.data.medmnist import read_medmnist
-from medtl.errors import DataError
+from medtl.errors import ConfigError, DataError
 from medtl.hashing import file_sha256, json_sha256
 
 Item = dict[str, Any]
@@ -45,11 +45,8 @@ class DataBundle:
 
 def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     bundle = _from_npz(cfg.npz) if cfg.npz is not None else _from_manifest(cfg.manifest)  # type: ignore[arg-type]
-    known = set(bundle.domains())
-    for key in ("source_domains", "target_domains"):
-        unknown = sorted(set(getattr(cfg, key) or []) - known)
-        if unknown:
-            raise DataError(f"data.{key}", f"unknown domain(s) {unknown} (present: {sorted(known)})")
+    if cfg.corruptions is None:
+        _check_domains(cfg, bundle)
     if cfg.source_domains:  # training and model selection see source domains only
         for split in ("train", "val"):
             bundle.splits[split] = [it for it in bundle.splits[split] if it["domain"] in cfg.source_domains]
@@ -60,10 +57,42 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
             bundle.splits[split] = stratified_subset(bundle.splits[split], n, seed)
             bundle.notes.append(f"{split}: stratified subset of {len(bundle.splits[split])} of {before} (seed {seed})")
         bundle.fingerprint = json_sha256([bundle.fingerprint, cfg.subset, seed])
+    if cfg.corruptions is not None:  # after the subset: every corruption domain is the same test images
+        add_corruptions(bundle, cfg.corruptions, seed)
+        _check_domains(cfg, bundle)
     for split in SPLITS:
         if not bundle.splits[split]:
             raise DataError(bundle.source, f"the {split} split is empty")
     return bundle
+
+
+def _check_domains(cfg: DataConfig, bundle: DataBundle) -> None:
+    known = set(bundle.domains())
+    for key in ("source_domains", "target_domains"):
+        unknown = sorted(set(getattr(cfg, key) or []) - known)
+        if unknown:
+            raise DataError(f"data.{key}", f"unknown domain(s) {unknown} (present: {sorted(known)})")
+
+
+def add_corruptions(bundle: DataBundle, cc: CorruptionConfig, seed: int = 0) -> None:
+    """MedMNIST-C target domains: the test split's clean images under each corruption and severity."""
+    from medtl.data.corruptions import corrupt_set, corruption_table, domain_name
+
+    table = corruption_table(cc.dataset)
+    names = list(table) if cc.names == "all" else list(cc.names)
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ConfigError("data.corruptions.names", f"{unknown} not MedMNIST-C corruptions of {cc.dataset} (its: {', '.join(table)})")
+    clean = [it for it in bundle.splits["test"] if it["domain"] == "clean"]
+    images = [np.asarray(it["image"]) for it in clean]
+    for name in names:
+        for sev in cc.severities:
+            dom = domain_name(name, sev)
+            for it, img in zip(clean, corrupt_set(images, cc.dataset, name, sev, seed, cc.size)):
+                bundle.splits["test"].append({**it, "image": img, "domain": dom, "path": f"{it['path']}@{dom}"})
+    bundle.notes.append(f"test: MedMNIST-C ({cc.dataset} parameters) {len(names)} corruption(s) x severities "
+                        f"{cc.severities} of the {len(clean)} clean test images, corrupted at {cc.size or 'native'} px")
+    bundle.fingerprint = json_sha256([bundle.fingerprint, cc.model_dump(mode="json"), seed])
 
 
 def stratified_subset(items: list[Item], n: int, seed: int) -> list[Item]:

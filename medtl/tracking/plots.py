@@ -119,3 +119,83 @@ def comparison_chart(table: pd.DataFrame, metrics: Sequence[str] = ("test_auc", 
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _domain_colours(domains: np.ndarray, source: Sequence[str]) -> np.ndarray:
+    """Domains as colour groups: each domain when few, else source vs each corruption family (name before ``_s``)."""
+    if len(set(domains)) > 10:
+        return np.array(["source" if d in source else d.rpartition("_s")[0] or d for d in domains])
+    return domains
+
+
+def embedding(emb: dict, source: Sequence[str], title: str) -> plt.Figure:
+    """2D PCA of the frozen extractor's and the model's features on the same images, by domain and by label."""
+    from sklearn.decomposition import PCA
+
+    groups = _domain_colours(np.asarray(emb["domain"]), source)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 8.5))
+    for row, key in enumerate(("frozen", "model")):
+        z = PCA(2, random_state=0).fit_transform(emb[key])
+        for col, (colour_by, values) in enumerate((("domain", groups), ("label", np.asarray(emb["label"])))):
+            ax = axes[row, col]
+            for i, v in enumerate(sorted(set(values.tolist()), key=str)):
+                m = values == v
+                ax.scatter(z[m, 0], z[m, 1], s=6, alpha=0.6, label=str(v), color=plt.cm.tab20(i % 20),
+                           marker="o" if colour_by == "label" or v in source or v == "source" else ".")
+            ax.set_title(f"{'frozen ImageNet extractor' if key == 'frozen' else 'this model'}, by {colour_by}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.legend(fontsize=6, markerscale=2, loc="best", ncol=2)
+    fig.suptitle(f"{title}: PCA of penultimate features")
+    fig.tight_layout()
+    return fig
+
+
+def cka_profile(profiles: dict[str, dict[str, float]]) -> plt.Figure:
+    """Linear CKA between the frozen extractor and each model, per layer group (1: unchanged by fine-tuning)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, prof in profiles.items():
+        ax.plot(list(prof), list(prof.values()), marker="o", label=name)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("linear CKA with the frozen extractor")
+    ax.set_xlabel("layer group")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def domain_bars(metrics: dict[str, float], domains: Sequence[str], metric: str, title: str) -> plt.Figure:
+    """One bar per domain with its 95% interval; the AdaBN value beside it where there is one."""
+    vals = np.array([metrics.get(f"test_{metric}.{d}", np.nan) for d in domains])
+    lo = np.array([metrics.get(f"test_{metric}_ci_low.{d}", np.nan) for d in domains])
+    hi = np.array([metrics.get(f"test_{metric}_ci_high.{d}", np.nan) for d in domains])
+    ada = np.array([metrics.get(f"adabn.test_{metric}.{d}", np.nan) for d in domains])
+    y = np.arange(len(domains))
+    fig, ax = plt.subplots(figsize=(6.5, 0.18 * len(domains) + 1.6))
+    err = np.nan_to_num(np.vstack([vals - lo, hi - vals]).clip(0, None))
+    ax.barh(y, vals, xerr=err, height=0.6, color="C0", alpha=0.8, label=f"{metric} (95% CI)", error_kw={"lw": 0.8})
+    if np.isfinite(ada).any():
+        ax.scatter(ada, y, color="C3", marker="|", s=80, label="after AdaBN", zorder=3)
+    ax.set_yticks(y, domains, fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.02)
+    ax.set_xlabel(metric)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def gradcam_grid(items: Sequence[tuple[np.ndarray, np.ndarray, str]], title: str) -> plt.Figure:
+    """Scans with their Grad-CAM heat maps overlaid."""
+    n = len(items)
+    fig, axes = plt.subplots(1, n, figsize=(2.2 * n, 2.6), squeeze=False)
+    for ax, (img, cam, caption) in zip(axes[0], items):
+        ax.imshow(img, cmap="gray")
+        ax.imshow(cam, cmap="jet", alpha=0.4)
+        ax.set_title(caption, fontsize=6)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

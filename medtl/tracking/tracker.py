@@ -311,6 +311,15 @@ class MlflowTracker:
                    "plots/calibration.png": plots.calibration(arm.test_labels, arm.test_probs, title)}
         if arm.fit.history:
             figures["plots/learning_curves.png"] = plots.learning_curves(arm.fit.history, title)
+        if arm.shift is not None:  # the shift analysis of this run (its numbers are already in arm.metrics)
+            from medtl.domains import source_target
+
+            source, targets = source_target(comparison.config, data)
+            figures["plots/shift/embedding.png"] = plots.embedding(arm.shift.embedding, source, title)
+            figures["plots/shift/cka.png"] = plots.cka_profile({arm.strategy: arm.shift.cka})
+            figures["plots/shift/domains_auc.png"] = plots.domain_bars(arm.metrics, [*source, *targets], "auc", title)
+            if arm.shift.gradcam:
+                figures["plots/shift/gradcam.png"] = plots.gradcam_grid(arm.shift.gradcam, f"Grad-CAM, {title}")
         for name, fig in figures.items():
             c.log_figure(run_id, fig, name)
         plt.close("all")
@@ -362,6 +371,13 @@ class MlflowTracker:
         c.log_figure(run_id, plots.comparison_chart(table), "plots/comparison.png")
         plt.close("all")
         c.log_text(run_id, markdown_table(table), "comparison.md")
+        if comparison.shift_extractor:  # measured here: the frozen ImageNet extractor, once per comparison
+            self._log_metrics(run_id, comparison.shift_extractor)
+            c.log_text(run_id, markdown_table(comparison.shift_table()), "shift.md")
+            profiles = {a.strategy: {k.removeprefix("cka."): v for k, v in a.metrics.items() if k.startswith("cka.")}
+                        for a in comparison.arms if a.seed == comparison.arms[0].seed}
+            c.log_figure(run_id, plots.cka_profile(profiles), "plots/shift/cka.png")
+            plt.close("all")
         weights = next((a.weights_sha256 for a in comparison.arms if a.weights_sha256), "random-init")
         c.log_batch(run_id, tags=[RunTag("medtl.best_strategy", best.strategy), RunTag("medtl.best_seed", str(best.seed)),
                                   RunTag("medtl.weights_sha256", weights)])

@@ -217,7 +217,13 @@ def test_evaluate_reproduces_the_logged_test_metrics(tracked, identified_data, c
     assert out["overall"]["acc"] == pytest.approx(m["test_acc"], abs=1e-6)
     for d in ("scanner_a", "scanner_b"):
         assert out["domains"][d]["acc"] == pytest.approx(m[f"test_acc.{d}"], abs=1e-6)
-    assert out["shift"] is None and out["skipped"] == []
+    assert out["skipped"] == []
+    shift = out["shift"]  # two domains: feature distances between them, the larger as the reference
+    assert shift["reference"] in ("scanner_a", "scanner_b")
+    other = ({"scanner_a", "scanner_b"} - {shift["reference"]}).pop()
+    for k in ("mmd", "mmd_p", "coral", "frechet", "proxy_a_distance"):
+        assert f"shift.{k}" in shift and f"shift.{k}.{other}" in shift
+    assert 0 < shift["shift.mmd_p"] <= 1 and shift["shift.coral"] >= 0 and shift["shift.frechet"] >= 0
 
 
 def test_second_comparison_is_challenger_unless_better(tracked, identified_data) -> None:

@@ -1,0 +1,50 @@
+"""A comparison with source and target domains logs shift metrics, the CKA profile and the pictures to MLflow."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from medtl import api
+from tests.conftest import tiny_config
+
+
+def _files(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    out = set()
+    for f in client.list_artifacts(run_id, path):
+        out |= _files(client, run_id, f.path) if f.is_dir else {f.path}
+    return out
+
+
+def test_comparison_with_source_and_target_logs_shift(marker_data, mlflow_uri) -> None:
+    cfg = tiny_config(marker_data)
+    cfg["data"]["source_domains"] = ["scanner_a"]
+    cfg["data"]["target_domains"] = ["scanner_b"]
+    cfg["shift"] = {"max_items": 10, "permutations": 20, "adabn": True, "gradcam": 1}
+    cfg["tracking"]["system_metrics"] = False
+    comp = api.compare(cfg)
+    assert all(it["domain"] == "scanner_a" for s in ("train", "val") for it in comp.data.splits[s])
+    client = MlflowClient(mlflow_uri)
+    parent = client.get_run(comp.run_id)
+    for k in ("shift.mmd", "shift.coral", "shift.frechet", "shift.proxy_a_distance", "shift.mmd.scanner_b"):
+        assert k in parent.data.metrics, k  # the frozen ImageNet extractor's distances
+    assert {"shift.md", "plots/shift/cka.png"} <= _files(client, comp.run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{comp.run_id}'")
+    assert len(children) == 2
+    for r in children:
+        m = r.data.metrics
+        for k in ("shift.mmd", "shift.mmd_p", "shift.coral", "shift.frechet", "shift.proxy_a_distance",
+                  "source.test_auc", "target.test_auc", "target.test_auc_ci_low", "drop.test_auc", "drop.test_auc.scanner_b",
+                  "test_ece.scanner_a", "test_ece.scanner_b", "adabn.test_auc.scanner_b", "adabn.target.test_auc"):
+            assert k in m, (r.data.tags["medtl.strategy"], k)
+        assert 0 <= m["shift.mmd_p"] <= 1 and 0 <= m["shift.proxy_a_distance"] <= 2
+        assert m["drop.test_auc"] == pytest.approx(m["source.test_auc"] - m["target.test_auc"])
+        cka = {k: v for k, v in m.items() if k.startswith("cka.")}
+        assert set(cka) == {"cka.stem", "cka.stage1", "cka.stage2"}
+        if r.data.tags["medtl.strategy"] == "frozen":  # the frozen arm's backbone is the extractor
+            assert all(v == pytest.approx(1.0) for v in cka.values())
+            assert m["shift.mmd"] == pytest.approx(parent.data.metrics["shift.mmd"])
+        else:
+            assert all(0.0 <= v <= 1.0 + 1e-9 for v in cka.values()) and min(cka.values()) < 0.9999
+        assert {"plots/shift/embedding.png", "plots/shift/cka.png", "plots/shift/domains_auc.png",
+                "plots/shift/gradcam.png"} <= _files(client, r.info.run_id)
+    table = comp.shift_table()
+    assert list(table["strategy"]) == ["frozen", "frozen+adabn", "full", "full+adabn"]
