@@ -10,6 +10,9 @@ import pandas as pd
 
 from medtl.config import ExperimentConfig, PreprocessConfig, load_config
 
+__all__ = ["compare", "curate", "demo", "evaluate", "import_medmnist", "input_spec", "inspect_scan", "is_main_process",
+           "load_model", "load_scan", "predict", "preview", "results"]
+
 
 def _quiet_libraries() -> None:
     """MONAI and MLflow chatter on import; users see medtl's own messages instead."""
@@ -29,6 +32,13 @@ def _quiet_libraries() -> None:
 
 
 _quiet_libraries()
+
+
+def is_main_process() -> bool:
+    """False on every rank but 0 under ``torchrun``: the process that tracks, writes and prints."""
+    from medtl.training.distributed import is_main_process as _main
+
+    return _main()
 
 
 def input_spec(backbone: str = "efficientnet_lite0", size: int | None = None):  # noqa: ANN201
@@ -105,12 +115,16 @@ def import_medmnist(npz: str | Path, out: str | Path, limit: int | None = None) 
 
 def compare(config: str | Path | dict | ExperimentConfig, overrides: list[str] | None = None, resume: bool = False,
             tracking_uri: str | None = None, track: bool = True):  # noqa: ANN201
-    """Run a comparison (every strategy, same splits and seeds), tracked in MLflow unless ``track=False``."""
+    """Run a comparison (every strategy, same splits and seeds), tracked in MLflow unless ``track=False``.
+
+    Under ``torchrun`` call it on every rank: fine-tuning runs data-parallel and rank 0 alone tracks
+    (``is_main_process()``); the other ranks return the same results with ``run_id`` None.
+    """
     from medtl.compare import NullTracker, compare as _compare
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config, overrides)
     tracker: Any = NullTracker()
-    if track:
+    if track and is_main_process():
         from medtl.tracking.tracker import MlflowTracker
 
         tracker = MlflowTracker(tracking_uri, register=cfg.tracking.register_best, system_metrics=cfg.tracking.system_metrics)

@@ -218,6 +218,8 @@ def cmd_compare(a: argparse.Namespace) -> int:
     from medtl import api
 
     comp = api.compare(a.config, a.set, resume=a.resume)
+    if comp.run_id is None and not api.is_main_process():
+        return 0  # under torchrun, rank 0 prints (and tracks) for the job
     print_comparison(comp, f"{comp.config.name}: test set, 95% bootstrap CI")
     if comp.registry:
         r = comp.registry

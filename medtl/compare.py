@@ -30,6 +30,7 @@ from medtl.domains import ShiftProbe
 from medtl.metrics.summary import summarize
 from medtl.models.registry import InputSpec, get_backbone
 from medtl.models.transfer import BuiltBackbone, TransferModel, build_backbone, create_model, make_head
+from medtl.training.distributed import SINGLE, DistContext, barrier, distributed_loader, process_group
 from medtl.training.feature_cache import Features, FeatureCache, feature_key
 from medtl.training.loop import (Checkpointer, FitOptions, FitResult, fit, predict_probs, resolve_device, seed_everything,
                                  selection_score)
@@ -203,13 +204,14 @@ def run_folder(cfg: ExperimentConfig, root: Path | None = None) -> Path:
 class _Shared:
     """Datasets, loaders and the frozen feature cache, built once per comparison."""
 
-    def __init__(self, cfg: ExperimentConfig, data: DataBundle, spec: InputSpec, folder: Path, device: torch.device) -> None:
-        self.cfg, self.data, self.spec, self.device = cfg, data, spec, device
+    def __init__(self, cfg: ExperimentConfig, data: DataBundle, spec: InputSpec, folder: Path, device: torch.device,
+                 ctx: DistContext = SINGLE) -> None:
+        self.cfg, self.data, self.spec, self.device, self.ctx = cfg, data, spec, device, ctx
         self.eval_tf = scan_transforms(spec, cfg.preprocess)
         self.train_tf = scan_transforms(spec, cfg.preprocess, augment=build_augmentations(cfg.train.augment))
         self._ds: dict[str, Any] = {}
         cache_root = cfg.data.cache_dir or Path.cwd() / ".medtl" / "cache"
-        self.features = FeatureCache(Path(cache_root) / "features")
+        self.features = FeatureCache(Path(cache_root) / "features", write=ctx.is_main)
         self._feats: dict[str, Features] = {}
         self.folder = folder
 
@@ -221,9 +223,14 @@ class _Shared:
                                           None if self.cfg.data.cache_dir is None else self.cfg.data.cache_dir / "images")
         return self._ds[key]
 
-    def loader(self, split: str, train: bool = False, seed: int = 0) -> Any:
-        return loader(self.dataset(split, train), self.cfg.train.batch_size, shuffle=train,
-                      num_workers=self.cfg.data.num_workers, seed=seed)
+    def loader(self, split: str, train: bool = False, seed: int = 0, shard: bool = False) -> Any:
+        """``shard``: under torchrun, this rank's part (of each global batch when training)."""
+        single = loader(self.dataset(split, train), self.cfg.train.batch_size, shuffle=train,
+                        num_workers=self.cfg.data.num_workers, seed=seed)
+        return distributed_loader(single, self.ctx, train) if shard and self.ctx.active else single
+
+    def checkpointer(self, folder: Path) -> Checkpointer:
+        return Checkpointer(folder, write=self.ctx.is_main)
 
     def features_for(self, built: BuiltBackbone, seed: int, split: str) -> Features:
         """Every layer's pooled features of the frozen backbone on ``split`` (from the disk cache when it can)."""
@@ -238,23 +245,25 @@ class _Shared:
         return self._feats[key]
 
 
-def _fit_options(cfg: ExperimentConfig, data: DataBundle, seed: int, device: torch.device, name: str) -> FitOptions:
+def _fit_options(cfg: ExperimentConfig, data: DataBundle, seed: int, device: torch.device, name: str,
+                 dist: DistContext = SINGLE) -> FitOptions:
     k = len(data.classes)
     weights = class_weights(data.splits["train"], k) if cfg.train.class_weighting == "balanced" else None
     return FitOptions(optimizer=cfg.train.optimizer, weight_decay=cfg.train.weight_decay, momentum=cfg.train.momentum,
                       class_weights=weights, patience=cfg.train.patience, seed=seed, device=device, amp=cfg.train.amp,
-                      channels_last=cfg.train.channels_last, description=name)
+                      channels_last=cfg.train.channels_last, description=name, dist=dist)
 
 
 def _fit_head(head: torch.nn.Module, feats: dict[str, Features], layer: str, schedule: Schedule, opts: FitOptions,
               ckpt: Checkpointer | None, on_epoch: Any, batch_size: int) -> FitResult:
-    """Train a head on cached features of one layer (on the CPU: a head is too small to gain from a GPU)."""
+    """Train a head on cached features of one layer (on the CPU: a head is too small to gain from a GPU;
+    under torchrun every rank trains the same head, rank 0 alone writes its checkpoint)."""
     def tensors(split: str) -> TensorDataset:
         return TensorDataset(feats[split]["features"][layer], feats[split]["labels"])
 
     train = DataLoader(tensors("train"), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(opts.seed))
     val = DataLoader(tensors("val"), batch_size=batch_size)
-    head_opts = replace(opts, device=torch.device("cpu"), amp=False, channels_last=False)
+    head_opts = replace(opts, device=torch.device("cpu"), amp=False, channels_last=False, dist=SINGLE)
     return fit(head, OrderedDict([(HEAD, head)]), schedule, train, val, head_opts, ckpt, on_epoch)
 
 
@@ -286,7 +295,7 @@ def _frozen_arm(s: StrategyConfig, seed: int, shared: _Shared, built: BuiltBackb
     for layer in layers:
         seed_everything(seed)  # every layer's head starts from the same draw, whatever the order
         head = make_head(built.feature_dims[layer], k, s.head)
-        ckpt = Checkpointer(folder / (f"head-{layer}" if sweeping else "head"))
+        ckpt = shared.checkpointer(folder / (f"head-{layer}" if sweeping else "head"))
         trials[layer] = head, _fit_head(head, feats, layer, schedule, opts, ckpt, None if sweeping else tracker.log_epoch,
                                         cfg.train.batch_size)
     best = max(layers, key=lambda g: _selection_key(trials[g][1], names.index(g)))
@@ -314,7 +323,7 @@ def run_arm(s: StrategyConfig, seed: int, shared: _Shared, tracker: Tracker, fol
     start = time.perf_counter()
     seed_everything(seed)  # a scratch backbone's random init is drawn here
     built = build_backbone(cfg.backbone.name, pretrained=(s.kind != "scratch" and cfg.backbone.weights == "imagenet"))
-    opts = _fit_options(cfg, data, seed, device, s.name)
+    opts = _fit_options(cfg, data, seed, device, s.name, shared.ctx)
     probe, sweep = None, None
     if s.kind == "frozen":
         model, result, probs, labels, sweep = _frozen_arm(s, seed, shared, built, opts, tracker, folder)
@@ -324,12 +333,12 @@ def run_arm(s: StrategyConfig, seed: int, shared: _Shared, tracker: Tracker, fol
         if s.kind == "lp-ft":  # LP-FT: a linear probe on the cached features; fine-tuning starts from its head
             feats = {sp: shared.features_for(built, seed, sp) for sp in ("train", "val")}
             probe = _fit_head(model.head, feats, built.backbone.group_names[-1], probe_schedule(s, cfg.train), opts,
-                              Checkpointer(folder / "probe"), None, cfg.train.batch_size)  # its curves: ArmResult.probe
+                              shared.checkpointer(folder / "probe"), None, cfg.train.batch_size)  # its curves: ArmResult.probe
         groups = model.groups()
         schedule = build_schedule(s, tuple(groups), cfg.train)
-        result = fit(model, groups, schedule, shared.loader("train", train=True, seed=seed), shared.loader("val"), opts,
-                     Checkpointer(folder / "model"), tracker.log_epoch)
-        probs, labels = predict_probs(model, shared.loader("test"), device, cfg.train.amp, "testing")
+        result = fit(model, groups, schedule, shared.loader("train", train=True, seed=seed, shard=True),
+                     shared.loader("val", shard=True), opts, shared.checkpointer(folder / "model"), tracker.log_epoch)
+        probs, labels = predict_probs(model, shared.loader("test", shard=True), device, cfg.train.amp, "testing", shared.ctx)
     model.cpu().eval()
     build = {"backbone": cfg.backbone.name, "num_classes": k, "head": s.head if s.kind == "frozen" else "linear",
              "layer": model.layer}
@@ -343,34 +352,43 @@ def run_arm(s: StrategyConfig, seed: int, shared: _Shared, tracker: Tracker, fol
     if shift is not None and shift.active:
         arm.shift = shift.analyse(arm, seed)
         arm.metrics.update(arm.shift.metrics)
-    arm.save(folder)
+    if shared.ctx.is_main:
+        arm.save(folder)
     return arm
 
 
 def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool = False, workdir: Path | None = None) -> Comparison:
-    """Run every strategy of ``cfg``; the best (mean validation AUC) is marked for registration."""
-    tracker = tracker or NullTracker()
-    device = resolve_device(cfg.train.device)
+    """Run every strategy of ``cfg``; the best (mean validation AUC) is marked for registration.
+
+    Under ``torchrun`` every rank runs this: fine-tuning arms train data-parallel (DDP), frozen heads
+    are trained alike on every rank, and only rank 0 tracks (other ranks get no tracker) and writes.
+    """
+    ctx = DistContext.from_env()
+    tracker = tracker if tracker is not None and ctx.is_main else NullTracker()
+    device = ctx.device(cfg.train.device) if ctx.active else resolve_device(cfg.train.device)
     data = load_data(cfg.data, cfg.train.seed)
     spec = get_backbone(cfg.backbone.name).weights.input_spec().with_size(cfg.preprocess.size)
     folder = run_folder(cfg, workdir)
-    if not resume and folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    comparison = Comparison(cfg, data, spec, folder=folder)
-    shared = _Shared(cfg, data, spec, folder, device)
-    shift = ShiftProbe(shared, cfg.train.seed)
-    if shift.active:  # the frozen ImageNet extractor, measured once on the same images as every arm
-        seed_everything(cfg.train.seed)
-        shift.prepare(build_backbone(cfg.backbone.name, pretrained=cfg.backbone.weights == "imagenet"))
-        comparison.shift_extractor = shift.extractor_metrics
-    tracker.start(comparison)
-    for seed in cfg.train.all_seeds:
-        for s in cfg.strategies:
-            tracker.start_arm(s, seed)
-            arm = run_arm(s, seed, shared, tracker, folder / f"{s.name}-seed{seed}", shift)
-            comparison.arms.append(arm)
-            tracker.end_arm(arm, comparison)
-    comparison.best = pick_best(comparison.arms)
-    tracker.finish(comparison)
+    with process_group(ctx, device):
+        if ctx.is_main:
+            if not resume and folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+        barrier(ctx)  # nobody looks for finished arms before rank 0 has cleared the folder
+        comparison = Comparison(cfg, data, spec, folder=folder)
+        shared = _Shared(cfg, data, spec, folder, device, ctx)
+        shift = ShiftProbe(shared, cfg.train.seed)
+        if shift.active:  # the frozen ImageNet extractor, measured once on the same images as every arm
+            seed_everything(cfg.train.seed)
+            shift.prepare(build_backbone(cfg.backbone.name, pretrained=cfg.backbone.weights == "imagenet"))
+            comparison.shift_extractor = shift.extractor_metrics
+        tracker.start(comparison)
+        for seed in cfg.train.all_seeds:
+            for s in cfg.strategies:
+                tracker.start_arm(s, seed)
+                arm = run_arm(s, seed, shared, tracker, folder / f"{s.name}-seed{seed}", shift)
+                comparison.arms.append(arm)
+                tracker.end_arm(arm, comparison)
+        comparison.best = pick_best(comparison.arms)
+        tracker.finish(comparison)
     return comparison

@@ -33,6 +33,7 @@ def feature_key(**parts: Any) -> str:
 @dataclass
 class FeatureCache:
     root: Path
+    write: bool = True  # False on every rank but 0 under torchrun: one writer per file
     hits: list[str] = field(default_factory=list)
     misses: list[str] = field(default_factory=list)
 
@@ -47,6 +48,8 @@ class FeatureCache:
             return torch.load(p, map_location="cpu", weights_only=True)
         self.misses.append(key)
         out = extract_features(backbone, loader, device, amp, description)
+        if not self.write:
+            return out
         p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_suffix(f".{os.getpid()}.tmp")  # two runs extracting the same key do not share a file
         torch.save(out, tmp)

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from medtl.metrics.classification import auc_score
 from medtl.progress import track
+from medtl.training.distributed import SINGLE, DistContext, ddp, gather_rows, global_sum, synced_batchnorm
 from medtl.training.strategies import HEAD, Schedule
 
 
@@ -42,6 +43,8 @@ class FitOptions:
     amp: bool = True
     channels_last: bool = True
     description: str = "training"
+    # under torchrun: the loaders are this rank's (medtl.training.distributed.distributed_loader)
+    dist: DistContext = SINGLE
 
 
 @dataclass
@@ -114,8 +117,10 @@ def autocast(device: torch.device, enabled: bool):  # noqa: ANN202
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = True, description: str = "predicting") -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities and labels over a loader, in loader order."""
+def predict_probs(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool = True, description: str = "predicting",
+                  dist: DistContext = SINGLE) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and labels over a loader, in loader order (under torchrun: each rank's
+    contiguous shard, gathered in rank order on every rank)."""
     model.eval()
     probs, labels = [], []
     for batch in track(loader, description, total=len(loader)):
@@ -124,7 +129,27 @@ def predict_probs(model: nn.Module, loader: DataLoader, device: torch.device, am
             logits = model(x.to(device, non_blocking=True))
         probs.append(torch.softmax(logits.float(), dim=1).cpu())
         labels.append(y.cpu())
+    if dist.active:
+        return gather_rows((torch.cat(probs).numpy() if probs else np.zeros((0, 0), np.float32),
+                            torch.cat(labels).numpy() if labels else np.zeros(0, np.int64)), dist)
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
+
+
+def _global_mean_loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, dist: DistContext,
+                      device: torch.device) -> tuple[torch.Tensor, float, int]:
+    """This rank's share of the global batch's (class-weighted) mean loss, scaled so that DDP's
+    gradient average over ranks is exactly the one-process gradient; also the global batch's mean
+    loss and size, for the epoch's ``train_loss``."""
+    local = nn.functional.cross_entropy(logits, y, weight=weight, reduction="sum")
+    w = float(weight[y].sum()) if weight is not None else float(len(y))
+    loss_sum, w_sum, n = global_sum([float(local.detach()), w, float(len(y))], dist, device)
+    return local * (dist.world_size / w_sum), loss_sum / w_sum, int(n)
+
+
+def _empty_batch(loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    """A zero-sample batch, for a rank whose share of a short last global batch is empty."""
+    x, _ = _xy(loader.collate_fn.collate([loader.dataset[0]]))  # type: ignore[attr-defined]
+    return x[:0], torch.zeros(0, dtype=torch.long)
 
 
 def _xy(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,14 +159,18 @@ def _xy(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class Checkpointer:
-    """``last.pt`` after every epoch; everything in it loads with ``weights_only=True``."""
+    """``last.pt`` after every epoch; everything in it loads with ``weights_only=True``.
+    ``write=False`` (every rank but 0 under torchrun) reads it on resume and never writes it."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, write: bool = True) -> None:
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / "last.pt"
+        self.write = write
 
     def save(self, state: dict[str, Any]) -> None:
+        if not self.write:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self.path)  # never a half-written checkpoint
@@ -192,49 +221,59 @@ def fit(
     best = selection_score(history[best_epoch]) if best_epoch >= 0 else (-math.inf, -math.inf)
 
     stopped = False
-    for epoch in range(start, schedule.epochs):
-        if opts.patience is not None and bad_epochs >= opts.patience:
-            stopped = True
-            break
-        seed_everything(opts.seed * 1_000_003 + epoch)
-        _reseed_loader(train_loader, opts.seed * 1_000_003 + epoch)
-        trainable = schedule.trainable(epoch)
-        set_trainable(groups, trainable, schedule.bn_stats)
-        total, count = 0.0, 0
-        peak = dict.fromkeys(names, 0.0)  # the highest rate each group trained at this epoch
-        for batch in track(train_loader, f"{opts.description} epoch {epoch + 1}/{schedule.epochs}", total=len(train_loader)):
-            x, y = _xy(batch)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if channels_last and x.ndim == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, opts.amp):
-                loss = loss_fn(model(x).float(), y)
-            optim.zero_grad(set_to_none=True)
-            loss.backward()
-            for g, pg in zip(names, optim.param_groups):
-                peak[g] = max(peak[g], float(pg["lr"]))
-            optim.step()
-            sched.step()
-            total += float(loss.detach()) * len(y)
-            count += len(y)
-        probs, labels = predict_probs(model, val_loader, device, opts.amp, "validating")
-        val_loss = float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels).long(),
-                                                weight=None if opts.class_weights is None else opts.class_weights.cpu()))
-        val_auc = auc_score(labels, probs)
-        row = {"epoch": float(epoch), "train_loss": total / max(count, 1), "val_loss": val_loss, "val_auc": val_auc,
-               "unfrozen_groups": float(len([g for g in trainable if g != HEAD]))}
-        row.update({f"lr.{g}": peak[g] for g in names})
-        history.append(row)
-        if selection_score(row) > best:
-            best, best_epoch, bad_epochs = selection_score(row), epoch, 0
-            best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        if checkpoint is not None:
-            checkpoint.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optim.state_dict(),
-                             "scheduler": sched.state_dict(), "best_state": best_state, "best_epoch": best_epoch, "bad_epochs": bad_epochs, "history": history})
-        if on_epoch is not None:
-            on_epoch(epoch, row)
+    dist = opts.dist
+    net, wrapped_for = model, None  # under torchrun: the DDP wrapper of the current trainable set
+    with synced_batchnorm(model, dist):
+        for epoch in range(start, schedule.epochs):
+            if opts.patience is not None and bad_epochs >= opts.patience:
+                stopped = True
+                break
+            seed_everything(opts.seed * 1_000_003 + epoch)
+            _reseed_loader(train_loader, opts.seed * 1_000_003 + epoch)
+            trainable = schedule.trainable(epoch)
+            set_trainable(groups, trainable, schedule.bn_stats)
+            if dist.active and wrapped_for != set(trainable):  # DDP fixes its parameter set when built
+                net, wrapped_for = ddp(model, device), set(trainable)
+            total, count = 0.0, 0
+            peak = dict.fromkeys(names, 0.0)  # the highest rate each group trained at this epoch
+            for batch in track(train_loader, f"{opts.description} epoch {epoch + 1}/{schedule.epochs}", total=len(train_loader)):
+                x, y = _xy(batch) if batch is not None else _empty_batch(train_loader)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                if channels_last and x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with autocast(device, opts.amp):
+                    if dist.active:
+                        loss, batch_loss, n = _global_mean_loss(net(x).float(), y, loss_fn.weight, dist, device)
+                    else:
+                        loss = loss_fn(model(x).float(), y)
+                        batch_loss, n = float(loss.detach()), len(y)
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                for g, pg in zip(names, optim.param_groups):
+                    peak[g] = max(peak[g], float(pg["lr"]))
+                optim.step()
+                sched.step()
+                total += batch_loss * n
+                count += n
+            probs, labels = predict_probs(model, val_loader, device, opts.amp, "validating", dist)
+            val_loss = float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels).long(),
+                                                    weight=None if opts.class_weights is None else opts.class_weights.cpu()))
+            val_auc = auc_score(labels, probs)
+            row = {"epoch": float(epoch), "train_loss": total / max(count, 1), "val_loss": val_loss, "val_auc": val_auc,
+                   "unfrozen_groups": float(len([g for g in trainable if g != HEAD]))}
+            row.update({f"lr.{g}": peak[g] for g in names})
+            history.append(row)
+            if selection_score(row) > best:
+                best, best_epoch, bad_epochs = selection_score(row), epoch, 0
+                best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+            else:
+                bad_epochs += 1
+            if checkpoint is not None:
+                checkpoint.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optim.state_dict(),
+                                 "scheduler": sched.state_dict(), "best_state": best_state, "best_epoch": best_epoch,
+                                 "bad_epochs": bad_epochs, "history": history})
+            if on_epoch is not None:
+                on_epoch(epoch, row)
     if best_state is not None:
         model.load_state_dict(best_state)
     if channels_last:

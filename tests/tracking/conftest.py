@@ -52,18 +52,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class MlflowServer:
-    """``mlflow server`` on 127.0.0.1 with a sqlite backend and a local artifact folder."""
+def server_config(manifest: Path, name: str) -> dict:
+    """``tiny_config`` with its own experiment and model name, quick bootstrap, no system metrics."""
+    from tests.conftest import tiny_config
 
-    def __init__(self, folder: Path, port: int | None = None) -> None:
+    cfg = tiny_config(manifest)
+    cfg["name"] = name
+    cfg["train"]["bootstrap"] = 10
+    cfg["tracking"] = {"experiment": name, "model_name": f"{name}-model", "system_metrics": False}
+    return cfg
+
+
+class MlflowServer:
+    """``mlflow server`` on 127.0.0.1 with a sqlite backend (or ``backend_store_uri``) and a local artifact folder."""
+
+    def __init__(self, folder: Path, port: int | None = None, backend_store_uri: str | None = None) -> None:
         self.folder, self.port = folder, port or free_port()
+        self.backend_store_uri = backend_store_uri or f"sqlite:///{folder / 'server.db'}"
         self.uri = f"http://127.0.0.1:{self.port}"
         self.artifacts = folder / "artifacts"
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 180) -> None:
         cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-               "--backend-store-uri", f"sqlite:///{self.folder / 'server.db'}",
+               "--backend-store-uri", self.backend_store_uri,
                "--artifacts-destination", str(self.artifacts)]
         log = open(self.folder / "server.log", "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -16,16 +16,8 @@ from medtl.compare import compare, run_folder
 from medtl.config import load_config
 from medtl.errors import TrackingError
 from medtl.tracking.tracker import MlflowTracker
-from tests.conftest import tiny_config
 from tests.tracking.conftest import free_port
-
-
-def _config(manifest: Path, name: str) -> dict:
-    cfg = tiny_config(manifest)
-    cfg["name"] = name
-    cfg["train"]["bootstrap"] = 10
-    cfg["tracking"] = {"experiment": name, "model_name": f"{name}-model", "system_metrics": False}
-    return cfg
+from tests.tracking.conftest import server_config as _config
 
 
 def test_server_down_at_start_is_said_before_training(identified_data, tmp_path) -> None:
