@@ -28,7 +28,7 @@ def test_demo_tracks_frozen_and_full_under_one_comparison(demo_run) -> None:
     work, proc = demo_run
     db = work / "mlflow.db"
     assert db.is_file(), "default store is sqlite:///mlflow.db in the working folder"
-    client = MlflowClient(f"sqlite:///{db}")
+    client = MlflowClient(f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
     parent_id = proc.stdout.strip().splitlines()[-1]
     parent = client.get_run(parent_id)
     assert parent.data.tags["medtl.role"] == "comparison"

@@ -22,7 +22,7 @@ def test_comparison_with_source_and_target_logs_shift(marker_data, mlflow_uri) -
     cfg["tracking"]["system_metrics"] = False
     comp = api.compare(cfg)
     assert all(it["domain"] == "scanner_a" for s in ("train", "val") for it in comp.data.splits[s])
-    client = MlflowClient(mlflow_uri)
+    client = MlflowClient(mlflow_uri, registry_uri=mlflow_uri)
     parent = client.get_run(comp.run_id)
     for k in ("shift.mmd", "shift.coral", "shift.frechet", "shift.proxy_a_distance", "shift.mmd.scanner_b"):
         assert k in parent.data.metrics, k  # the frozen ImageNet extractor's distances

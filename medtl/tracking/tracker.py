@@ -81,7 +81,7 @@ class MlflowTracker:
 
     def __init__(self, uri: str | None = None, register: bool = True, system_metrics: bool = True) -> None:
         self.uri = connect(uri)  # a dead store is an error here, before any training
-        self.client = MlflowClient(self.uri)
+        self.client = MlflowClient(self.uri, registry_uri=self.uri)
         self.register = register
         self.system_metrics = system_metrics
         self.folder: Path | None = None

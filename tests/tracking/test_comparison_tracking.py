@@ -30,7 +30,7 @@ def tracked(identified_data, tmp_path_factory):
     cfg = tiny_config(manifest)
     cfg["train"]["bootstrap"] = 50
     comp = api.compare(cfg)
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     parent = client.get_run(comp.run_id)
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{comp.run_id}'")
     yield comp, uri, client, parent, {r.data.tags["medtl.strategy"]: r for r in children}, folder

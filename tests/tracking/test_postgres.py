@@ -115,7 +115,7 @@ def test_comparison_through_mlflow_on_postgresql(postgres, mlflow_on_postgres, i
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_on_postgres.uri)
     comp = api.compare(server_config(manifest, "pg"))
 
-    client = MlflowClient(mlflow_on_postgres.uri)
+    client = MlflowClient(mlflow_on_postgres.uri, registry_uri=mlflow_on_postgres.uri)
     parent = client.get_run(comp.run_id)
     assert parent.data.tags["medtl.role"] == "comparison" and parent.info.status == "FINISHED"
     # the runs, metrics and registry are rows in PostgreSQL, not a file beside the server

@@ -42,7 +42,7 @@ def test_round_trip_through_a_real_server(mlflow_server, identified_data, tmp_pa
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
     comp = api.compare(_config(manifest, "roundtrip"))
-    client = MlflowClient(mlflow_server.uri)
+    client = MlflowClient(mlflow_server.uri, registry_uri=mlflow_server.uri)
     parent = client.get_run(comp.run_id)
     assert parent.data.tags["medtl.role"] == "comparison" and parent.info.status == "FINISHED"
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{comp.run_id}'")
@@ -87,7 +87,7 @@ def test_outage_mid_run_loses_nothing(mlflow_server, identified_data, tmp_path, 
 
     mlflow_server.start()
     comp = compare(cfg, MlflowTracker(), resume=True)
-    client = MlflowClient(mlflow_server.uri)
+    client = MlflowClient(mlflow_server.uri, registry_uri=mlflow_server.uri)
     exp = client.get_experiment_by_name("outage")
     parents = client.search_runs([exp.experiment_id], "tags.`medtl.role` = 'comparison'")
     assert [p.info.run_id for p in parents] == [comp.run_id] and parents[0].info.status == "FINISHED"

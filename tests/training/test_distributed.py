@@ -43,7 +43,7 @@ def test_rank_shares_make_up_the_single_process_batches() -> None:
 
 
 def _runs(db: Path) -> tuple[MlflowClient, list]:
-    client = MlflowClient(f"sqlite:///{db}")
+    client = MlflowClient(f"sqlite:///{db}", registry_uri=f"sqlite:///{db}")
     exp = client.get_experiment_by_name("ddp")
     return client, client.search_runs([exp.experiment_id])
 
