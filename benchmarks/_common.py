@@ -98,6 +98,15 @@ def write_section(path: Path, name: str, body: str) -> None:
     path.write_text(text)
 
 
+def publish(body: str, section: str, results: Path | None, smoke: bool) -> None:
+    """Print the table; write it into RESULTS.md unless this is a smoke run (which writes only where told)."""
+    print(body)
+    target = results or (None if smoke else RESULTS)
+    if target is not None:
+        write_section(target, section, body)
+        print(f"\nwrote {target}")
+
+
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[object]], right: Sequence[int] = ()) -> str:
     """A Markdown table; columns whose index is in ``right`` are right-aligned (numbers)."""
     lines = ["| " + " | ".join(columns) + " |",

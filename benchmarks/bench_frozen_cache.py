@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import MEDMNIST, RESULTS, header, load_average, write_section  # noqa: E402
+from benchmarks._common import MEDMNIST, header, load_average, publish  # noqa: E402
 from medtl.compare import _fit_head, _fit_options, _Shared  # noqa: E402
 from medtl.config import load_config  # noqa: E402
 from medtl.data.datasets import load_data  # noqa: E402
@@ -127,11 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Cached (cold) is **{slow / cold:.1f}x** faster than re-extracting for the same {args.epochs} epochs; "
         f"both heads end at the same validation AUC (difference {abs(auc_cold - auc_slow):.1e}).",
     ])
-    print(body)
-    results = args.results or (None if args.smoke else RESULTS)
-    if results is not None:
-        write_section(results, SECTION, body)
-        print(f"\nwrote {results}")
+    publish(body, SECTION, args.results, args.smoke)
     return 0
 
 

@@ -38,7 +38,7 @@ from torchvision.transforms.v2 import functional as TF
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._common import MEDMNIST, RESULTS, header, load_average, markdown_table, write_section  # noqa: E402
+from benchmarks._common import MEDMNIST, RESULTS, header, load_average, markdown_table, publish  # noqa: E402
 from medtl.config import DataConfig, PreprocessConfig  # noqa: E402
 from medtl.data.datasets import image_dataset, load_data, loader  # noqa: E402
 from medtl.data.transforms import scan_transforms  # noqa: E402
@@ -176,11 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "*Loading throughput*.",
         *([""] + gpu_note if gpu_note else []),
     ])
-    print(body)
-    results = args.results or (None if args.smoke else RESULTS)
-    if results is not None:
-        write_section(results, SECTION, body)
-        print(f"\nwrote {results}")
+    publish(body, SECTION, args.results, args.smoke)
     return 0
 
 
