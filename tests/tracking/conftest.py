@@ -63,6 +63,21 @@ def server_config(manifest: Path, name: str) -> dict:
     return cfg
 
 
+def compare_on_server(uri: str, manifest: Path, name: str, tmp_path: Path, monkeypatch):  # noqa: ANN201
+    """A small comparison tracked at ``uri`` (from ``tmp_path``); returns it, a client on ``uri`` and its finished parent run."""
+    from mlflow.tracking import MlflowClient
+
+    from medtl import api
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    comp = api.compare(server_config(manifest, name))
+    client = MlflowClient(uri, registry_uri=uri)
+    parent = client.get_run(comp.run_id)
+    assert parent.data.tags["medtl.role"] == "comparison" and parent.info.status == "FINISHED"
+    return comp, client, parent
+
+
 class MlflowServer:
     """``mlflow server`` on 127.0.0.1 with a sqlite backend (or ``backend_store_uri``) and a local artifact folder."""
 

@@ -19,10 +19,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.tracking import MlflowClient
 
 from medtl import api
-from tests.tracking.conftest import MlflowServer, free_port, server_config
+from tests.tracking.conftest import MlflowServer, compare_on_server, free_port
 
 PASSWORD = "medtl-test-only"
 
@@ -111,13 +110,7 @@ def mlflow_on_postgres(postgres, tmp_path_factory):
 @pytest.mark.slow
 def test_comparison_through_mlflow_on_postgresql(postgres, mlflow_on_postgres, identified_data, tmp_path, monkeypatch) -> None:
     manifest, _ = identified_data
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_on_postgres.uri)
-    comp = api.compare(server_config(manifest, "pg"))
-
-    client = MlflowClient(mlflow_on_postgres.uri, registry_uri=mlflow_on_postgres.uri)
-    parent = client.get_run(comp.run_id)
-    assert parent.data.tags["medtl.role"] == "comparison" and parent.info.status == "FINISHED"
+    comp, client, parent = compare_on_server(mlflow_on_postgres.uri, manifest, "pg", tmp_path, monkeypatch)
     # the runs, metrics and registry are rows in PostgreSQL, not a file beside the server
     assert postgres.query(f"SELECT status FROM runs WHERE run_uuid = '{comp.run_id}'") == [("FINISHED",)]
     strategies = postgres.query("SELECT value FROM tags WHERE key = 'medtl.strategy' ORDER BY value")

@@ -16,7 +16,7 @@ from medtl.compare import compare, run_folder
 from medtl.config import load_config
 from medtl.errors import TrackingError
 from medtl.tracking.tracker import MlflowTracker
-from tests.tracking.conftest import free_port
+from tests.tracking.conftest import compare_on_server, free_port
 from tests.tracking.conftest import server_config as _config
 
 
@@ -39,12 +39,7 @@ def test_server_down_at_start_is_said_before_training(identified_data, tmp_path)
 
 def test_round_trip_through_a_real_server(mlflow_server, identified_data, tmp_path, monkeypatch) -> None:
     manifest, _ = identified_data
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
-    comp = api.compare(_config(manifest, "roundtrip"))
-    client = MlflowClient(mlflow_server.uri, registry_uri=mlflow_server.uri)
-    parent = client.get_run(comp.run_id)
-    assert parent.data.tags["medtl.role"] == "comparison" and parent.info.status == "FINISHED"
+    comp, client, parent = compare_on_server(mlflow_server.uri, manifest, "roundtrip", tmp_path, monkeypatch)
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{comp.run_id}'")
     assert sorted(r.data.tags["medtl.strategy"] for r in children) == ["frozen", "full"]
     assert not (tmp_path / "mlruns").exists() and not (tmp_path / "mlflow.db").exists(), "nothing tracked locally"
