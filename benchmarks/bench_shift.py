@@ -63,7 +63,8 @@ def run(config: str, overrides: list[str]) -> tuple[str, float, tuple[float, flo
             f"Fréchet {ext.get('shift.frechet', float('nan')):.3f}, PAD {ext.get('shift.proxy_a_distance', float('nan')):.3f}",
             f"- wall time {wall / 60:.1f} min; load average {load0:.2f} at start, {os.getloadavg()[0]:.2f} at end; "
             f"MLflow parent run `{comp.run_id}`",
-            f"- CKA columns: {', '.join(groups)} (linear CKA of each model with the frozen extractor, probe images)",
+            f"- cka.<group>: linear CKA of each model with the frozen extractor at that layer group ({', '.join(groups)}),"
+            " on the probe images (1: fine-tuning left the group's features as they were)",
             "", markdown(table), ""]
     print("\n".join(text))
     return "\n".join(text), wall, (load0, os.getloadavg()[0])

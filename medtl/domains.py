@@ -203,6 +203,12 @@ class ShiftProbe:
         return out
 
 
+def cka_profile(arm: Any) -> dict[str, float]:
+    """An arm's ``cka.<group>`` metrics in the backbone's layer order (stem first), not alphabetical."""
+    order = arm.model.backbone.group_names
+    return {g: float(arm.metrics[f"cka.{g}"]) for g in order if f"cka.{g}" in arm.metrics}
+
+
 def shift_table(arms: list[Any]) -> pd.DataFrame:
     """One row per strategy (and per strategy with AdaBN): source and target AUC/ACC with intervals, drop, BE, rBE,
     feature distances and the CKA profile. Means over seeds."""
@@ -225,7 +231,7 @@ def shift_table(arms: list[Any]) -> pd.DataFrame:
             row["rbe"] = m(f"{prefix}shift.rbe")
             for k in ("mmd", "coral", "frechet", "proxy_a_distance"):
                 row[k] = m(f"shift.{k}") if not prefix else float("nan")
-            cka = sorted(k for k in group[0].metrics if k.startswith("cka."))
-            row["cka"] = " ".join(f"{m(k):.2f}" for k in cka) if not prefix else ""
+            for g in cka_profile(group[0]):  # one column per layer group, in the backbone's order
+                row[f"cka.{g}"] = m(f"cka.{g}") if not prefix else float("nan")
             rows.append(row)
     return pd.DataFrame(rows)

@@ -48,3 +48,8 @@ def test_comparison_with_source_and_target_logs_shift(marker_data, mlflow_uri) -
                 "plots/shift/gradcam.png"} <= _files(client, r.info.run_id)
     table = comp.shift_table()
     assert list(table["strategy"]) == ["frozen", "frozen+adabn", "full", "full+adabn"]
+    cka_cols = [c for c in table.columns if c.startswith("cka.")]
+    assert cka_cols == ["cka.stem", "cka.stage1", "cka.stage2"]  # the backbone's order, not alphabetical
+    full = comp.arms[[a.strategy for a in comp.arms].index("full")]
+    row = table[table["strategy"] == "full"].iloc[0]
+    assert [row[c] for c in cka_cols] == pytest.approx([full.metrics[c] for c in cka_cols])

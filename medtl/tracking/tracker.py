@@ -35,6 +35,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from medtl.config import StrategyConfig
+from medtl.domains import cka_profile
 from medtl.errors import TrackingError
 from medtl.metrics.classification import auc_score, predicted_labels
 from medtl.tracking import plots
@@ -374,8 +375,7 @@ class MlflowTracker:
         if comparison.shift_extractor:  # measured here: the frozen ImageNet extractor, once per comparison
             self._log_metrics(run_id, comparison.shift_extractor)
             c.log_text(run_id, markdown_table(comparison.shift_table()), "shift.md")
-            profiles = {a.strategy: {k.removeprefix("cka."): v for k, v in a.metrics.items() if k.startswith("cka.")}
-                        for a in comparison.arms if a.seed == comparison.arms[0].seed}
+            profiles = {a.strategy: cka_profile(a) for a in comparison.arms if a.seed == comparison.arms[0].seed}
             c.log_figure(run_id, plots.cka_profile(profiles), "plots/shift/cka.png")
             plt.close("all")
         weights = next((a.weights_sha256 for a in comparison.arms if a.weights_sha256), "random-init")
