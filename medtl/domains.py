@@ -35,6 +35,7 @@ from medtl.metrics.robustness import robustness
 from medtl.metrics.shift import linear_cka, shift_metrics
 from medtl.metrics.summary import summarize
 from medtl.training.adabn import adapt_bn
+from medtl.training.feature_cache import extract_features
 from medtl.training.loop import predict_probs
 
 SHIFT_NAMES = ("mmd", "mmd_p", "coral", "frechet", "proxy_a_distance")
@@ -90,12 +91,8 @@ class ShiftProbe:
     @torch.no_grad()
     def features(self, backbone: Any) -> dict[str, torch.Tensor]:
         """Pooled features of every layer group on the probe images."""
-        backbone.eval().to(self.shared.device)
-        out: dict[str, list[torch.Tensor]] = {}
-        for batch in self._loader(self.index):
-            for k, v in backbone.forward_all(batch["image"].to(self.shared.device)).items():
-                out.setdefault(k, []).append(v.float().cpu())
-        return {k: torch.cat(v) for k, v in out.items()}
+        return extract_features(backbone, self._loader(self.index), self.shared.device, amp=False,
+                                description="shift probe features")["features"]
 
     def distances(self, feats: torch.Tensor) -> dict[str, float]:
         """``shift.<m>`` (source vs targets pooled) and ``shift.<m>.<domain>`` on one feature matrix of the probe images."""

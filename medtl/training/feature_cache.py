@@ -60,17 +60,29 @@ class FeatureCache:
 @torch.no_grad()
 def extract_features(backbone: GroupedBackbone, loader: DataLoader, device: torch.device, amp: bool = True,
                      description: str = "extracting features") -> Features:
-    """Pooled features of every layer group, in loader order (bf16 autocast and channels_last on CUDA)."""
+    """Pooled features of every layer group, in loader order (bf16 autocast and channels_last on CUDA).
+
+    Written into tensors allocated once for the whole split: collecting per-batch pieces and
+    concatenating them held every feature twice at the end (measured in benchmarks/bench_memory.py).
+    """
     backbone.eval().to(device)
-    feats: dict[str, list[torch.Tensor]] = {}
-    labels = []
+    n = len(loader.sampler) if hasattr(loader.sampler, "__len__") else len(loader.dataset)  # type: ignore[arg-type]
+    feats: dict[str, torch.Tensor] = {}
+    labels = torch.empty(n, dtype=torch.long)
+    at = 0
     for batch in track(loader, description, total=len(loader)):
         x = batch["image"].to(device, non_blocking=True)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             out = backbone.forward_all(x)
+        b = len(x)
+        if at + b > n:
+            raise RuntimeError(f"{description}: the loader gave more than the {n} images its sampler announced")
         for layer, f in out.items():
-            feats.setdefault(layer, []).append(f.float().cpu())
-        labels.append(torch.as_tensor(batch["label"]).long())
-    return {"features": {k: torch.cat(v) for k, v in feats.items()}, "labels": torch.cat(labels)}
+            if layer not in feats:
+                feats[layer] = torch.empty(n, f.shape[1], dtype=torch.float32)
+            feats[layer][at:at + b] = f.float().cpu()
+        labels[at:at + b] = torch.as_tensor(batch["label"]).long()
+        at += b
+    return {"features": {k: v[:at] for k, v in feats.items()}, "labels": labels[:at]}
