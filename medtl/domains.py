@@ -88,7 +88,6 @@ class ShiftProbe:
         ds = Subset(self.shared.dataset("test"), index.tolist())
         return loader(ds, self.shared.cfg.train.batch_size, shuffle=False, num_workers=0)
 
-    @torch.no_grad()
     def features(self, backbone: Any) -> dict[str, torch.Tensor]:
         """Pooled features of every layer group on the probe images."""
         return extract_features(backbone, self._loader(self.index), self.shared.device, amp=False,
