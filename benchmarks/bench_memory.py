@@ -97,14 +97,12 @@ def child(kind: str, n: int, size: int, eval_n: int) -> dict[str, Any]:
     from medtl.training.loop import resolve_device
 
     cfg = load_config(config(kind, n, size, eval_n))
-    datasets: list[Any] = []
-    filled: list[int] = []
+    datasets: list[tuple[Any, int]] = []  # the comparison's datasets and the RSS each one's fill added
 
-    def recording(*a: Any, **k: Any) -> Any:  # the comparison's datasets, to weigh their caches afterwards
+    def recording(*a: Any, **k: Any) -> Any:
         before = _rss()
         ds = image_dataset(*a, **k)  # a CacheDataset fills in its constructor
-        filled.append(_rss() - before)
-        datasets.append(ds)
+        datasets.append((ds, _rss() - before))
         return ds
 
     baseline = _peak()
@@ -129,8 +127,9 @@ def child(kind: str, n: int, size: int, eval_n: int) -> dict[str, Any]:
                 medtl.compare.image_dataset = image_dataset  # type: ignore[attr-defined]
             feature_bytes = sum(f.stat().st_size for f in (Path(tmp) / "features").glob("*.pt"))
     seconds = time.perf_counter() - start
-    tensors = sum(_nbytes(ds._cache) for ds in datasets if isinstance(ds, CacheDataset))
-    cache = sum(f for f, ds in zip(filled, datasets, strict=True) if isinstance(ds, CacheDataset))
+    cached = [(ds, added) for ds, added in datasets if isinstance(ds, CacheDataset)]
+    tensors = sum(_nbytes(ds._cache) for ds, _ in cached)
+    cache = sum(added for _, added in cached)
     return {"kind": kind, "n": n, "seconds": seconds, "baseline": baseline, "peak": _peak(), "image_cache": cache,
             "image_tensors": tensors, "feature_cache": feature_bytes}
 
