@@ -9,9 +9,10 @@ scans together) when patient ids are given, otherwise scans. ECE is biased upwar
 (duplicates thin out its bins), so its interval can sit above the point estimate: read it as the
 spread, not as a correction.
 
-Written by hand, on one confusion matrix and one ranking per resample, because a bootstrap calls
-them thousands of times: scikit-learn's and torchmetrics' per-call validation made a 1000-resample
-interval take seconds to minutes. The tests hold every value equal to scikit-learn
+Written by hand because a bootstrap needs them thousands of times: scikit-learn's and torchmetrics'
+per-call validation made a 1000-resample interval take seconds to minutes, and even one hand-written
+ranking per resample took a minute on OrganAMNIST's 17,778 test images; the intervals are computed
+from per-scan resample counts for many resamples at once (``_ResampleStats``). The tests hold every value equal to scikit-learn
 (``roc_auc_score``, ``balanced_accuracy_score``, ``f1_score``) and torchmetrics
 (``multiclass_calibration_error``) on the same inputs.
 """
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 from functools import partial
 
 import numpy as np
+from scipy import sparse
 from scipy.stats import rankdata
 
 NAMES = ("auc", "acc", "balanced_acc", "sensitivity", "specificity", "f1", "ece")
@@ -153,18 +155,74 @@ def bootstrap_ci(
             return order[np.repeat(starts[g] - np.cumsum(n_g) + n_g, n_g) + np.arange(n_g.sum())]
     else:
         draw = lambda: rng.integers(0, len(y), len(y))  # noqa: E731
-    samples: dict[str, list[float]] = {k: [] for k in names}
-    for _ in range(n):
-        idx = draw()
-        for k, v in classification_metrics(y[idx], probs[idx], names).items():
+    stats = _ResampleStats(y, probs)
+    samples: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    chunk = max(1, min(n, 2**24 // (8 * len(y))))  # resamples per pass: ~16 MiB of counts
+    for start in range(0, n, chunk):
+        counts = np.stack([np.bincount(draw(), minlength=len(y)) for _ in range(min(chunk, n - start))]).astype(np.float64)
+        for k, v in stats.metrics(counts, names).items():
             samples[k].append(v)
     alpha = (1 - level) / 2
     out = {}
-    for k, vals in samples.items():
-        v = np.asarray(vals, float)
+    for k, parts in samples.items():
+        v = np.concatenate(parts)
         v = v[np.isfinite(v)]
         out[k] = (float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))) if len(v) else (float("nan"), float("nan"))
     return out
+
+
+class _ResampleStats:
+    """Every metric of many resamples at once, each resample given as a count per scan.
+
+    A resample only repeats or leaves out scans, so its confusion matrix, calibration bins and
+    rankings are sums of counts over groups fixed once from the full set: the scans of one
+    (true, predicted) cell, of one confidence bin, of one tied score of a class (the Mann-Whitney
+    AUC with average ranks, from positives and negatives per distinct score in ascending order).
+    Each grouping is a sparse 0/1 matrix, so a batch of resamples is one sparse product. The numbers
+    equal ``classification_metrics`` on ``y[idx], probs[idx]`` (tests/metrics); a 1000-resample
+    interval on 17,778 test images of 11 classes took 65 s as a loop over resamples.
+    """
+
+    def __init__(self, y: np.ndarray, probs: np.ndarray) -> None:
+        self.k = k = probs.shape[1]
+        self.cells = _groups(y * k + predicted_labels(probs), k * k)
+        conf = probs.max(axis=1)
+        correct = (probs.argmax(axis=1) == y).astype(float)
+        bins = np.searchsorted(np.linspace(0, 1, ECE_BINS + 1), conf, side="right") - 1
+        self.bins = [_groups(bins, ECE_BINS + 1, weight) for weight in (None, correct, conf)]
+        self.ranked = []
+        for c in [1] if k == 2 else range(k):  # binary: the positive class's score, as auc_score
+            _, tie = np.unique(probs[:, c], return_inverse=True)  # ascending distinct scores
+            pos = (y == c).astype(float)
+            self.ranked.append((_groups(tie, int(tie.max()) + 1, pos), _groups(tie, int(tie.max()) + 1, 1 - pos)))
+
+    def metrics(self, w: np.ndarray, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """``w``: (resamples, scans) counts -> each metric per resample."""
+        wt = np.ascontiguousarray(w.T)  # (scans, resamples): every product below is (groups, resamples)
+        out: dict[str, np.ndarray] = {}
+        rest = [n for n in names if n not in ("auc", "ece")]
+        if rest:
+            rows = [_from_confusion(cm) for cm in (self.cells @ wt).T.reshape(len(w), self.k, self.k)]
+            out.update({name: np.array([r[name] for r in rows]) for name in rest})
+        if "ece" in names:
+            count, hit, conf = (g @ wt for g in self.bins)
+            out["ece"] = np.abs(hit - conf).sum(axis=0) / np.maximum(count.sum(axis=0), 1)
+        if "auc" in names:
+            aucs = []
+            for pos_g, neg_g in self.ranked:
+                p, q = pos_g @ wt, neg_g @ wt  # positives, negatives per distinct score, ascending
+                below = np.cumsum(q, axis=0) - q  # negatives scored strictly lower
+                n1, n0 = p.sum(axis=0), q.sum(axis=0)
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    aucs.append(np.where((n1 > 0) & (n0 > 0), (p * (below + 0.5 * q)).sum(axis=0) / (n1 * n0), np.nan))
+            out["auc"] = np.mean(aucs, axis=0)  # NaN where any class is missing, as auc_score
+        return out
+
+
+def _groups(labels: np.ndarray, size: int, weight: np.ndarray | None = None) -> sparse.csr_matrix:
+    """(groups x scans) matrix: scan i's ``weight`` (1 by default) in the row of its group."""
+    data = np.ones(len(labels)) if weight is None else np.asarray(weight, float)
+    return sparse.csr_matrix((data, (labels, np.arange(len(labels)))), shape=(size, len(labels)))
 
 
 def _codes(groups: Sequence[str]) -> tuple[np.ndarray, list[str]]:

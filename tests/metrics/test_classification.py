@@ -79,9 +79,11 @@ def test_patient_draw_keeps_each_patients_scans_together(monkeypatch) -> None:
     ids = ["a", "b", "b", "c", "c", "c"]
     y = np.array([0, 1, 1, 0, 0, 0])
     p = np.tile([[0.5, 0.5]], (6, 1))
-    sizes, real = [], cls.classification_metrics
-    monkeypatch.setattr(cls, "classification_metrics", lambda yy, pp, names=None: (sizes.append(len(yy)), real(yy, pp, names))[1])
+    sizes, real = [], cls._ResampleStats.metrics
+    monkeypatch.setattr(cls._ResampleStats, "metrics",
+                        lambda self, w, names: (sizes.extend(w.sum(axis=1).astype(int).tolist()), real(self, w, names))[1])
     bootstrap_ci(y, p, ids, n=40, seed=1, names=["acc"])
+    assert len(sizes) == 40
     assert set(sizes) <= set(range(3, 10)) and len(set(sizes)) > 3
 
 
@@ -101,3 +103,40 @@ def test_metric_registry_by_name(rng) -> None:
     y, p = _data(rng, 50, 3)
     assert tuple(METRICS) == NAMES
     assert {n: f(y, p) for n, f in METRICS.items()} == classification_metrics(y, p)
+
+
+@pytest.mark.parametrize("k,ties", [(2, False), (2, True), (5, False), (5, True)])
+def test_vectorised_bootstrap_equals_metrics_of_each_resample(k: int, ties: bool) -> None:
+    """Same draws as a loop of ``classification_metrics`` over ``y[idx]``: the same intervals."""
+    rng = np.random.default_rng(k)
+    n = 60
+    y = rng.integers(0, k, n)
+    y[:k] = np.arange(k)
+    p = rng.dirichlet(np.ones(k), n)
+    if ties:  # rounded scores: many ties, the case ranks must average
+        p = np.round(p, 1)
+        p[:, 0] = 1 - p[:, 1:].sum(axis=1)
+    ids = [f"p{i // 3}" for i in range(n)]
+    for groups in (None, ids):
+        draws = np.random.default_rng(7)
+        if groups is None:
+            idx = [draws.integers(0, n, n) for _ in range(200)]
+        else:
+            from medtl.metrics.classification import _codes
+
+            codes, uniq = _codes(groups)
+            order = np.argsort(codes, kind="stable")
+            starts = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
+            lens = np.diff(starts)
+            idx = []
+            for _ in range(200):
+                g = draws.integers(0, len(uniq), len(uniq))
+                idx.append(np.concatenate([order[starts[j]:starts[j] + lens[j]] for j in g]))
+        want = {}
+        for name in NAMES:
+            v = np.array([classification_metrics(y[i], p[i], [name])[name] for i in idx])
+            v = v[np.isfinite(v)]
+            want[name] = (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975)))
+        got = bootstrap_ci(y, p, groups, n=200, seed=7)
+        for name in NAMES:
+            assert got[name] == pytest.approx(want[name], abs=1e-12), name
