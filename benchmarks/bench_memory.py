@@ -4,9 +4,10 @@ Each measurement runs in its own process (``--child``), so its RSS high-water ma
 (``getrusage``) is its own: one epoch of one strategy through ``medtl.api.compare`` (untracked,
 no loader worker processes, so everything happens in the measured process), or one feature
 extraction of the training split, on a stratified OrganAMNIST subset of 1k, 4k and 16k images.
-The caches are reported on their own: medtl keeps the preprocessed images in memory (MONAI
-``CacheDataset``) and the frozen features of every layer on disk and in memory, both by design
-proportional to the data. What must stay flat is the rest: peak minus the baseline of the
+The caches are reported on their own: medtl keeps the images in memory (for MedMNIST's in-memory
+arrays ``BatchedArrays``: each image's [0, 1] plane at its own size, resized per batch; for scans on
+disk MONAI's ``CacheDataset`` of final tensors) and the frozen features of every layer on disk and
+in memory, both by design proportional to the data. What must stay flat is the rest: peak minus the baseline of the
 process minus the caches.
 
     python benchmarks/bench_memory.py            # full run; updates benchmarks/RESULTS.md
@@ -89,8 +90,8 @@ def child(kind: str, n: int, size: int, eval_n: int) -> dict[str, Any]:
     import medtl.compare
     from medtl import api
     from medtl.config import load_config
-    from medtl.data.datasets import image_dataset, load_data, loader
-    from medtl.data.transforms import scan_transforms
+    from medtl.data.batched import BatchedArrays
+    from medtl.data.datasets import load_data, loader, prepared_dataset
     from medtl.models.registry import get_backbone
     from medtl.models.transfer import build_backbone
     from medtl.training.feature_cache import extract_features
@@ -101,7 +102,7 @@ def child(kind: str, n: int, size: int, eval_n: int) -> dict[str, Any]:
 
     def recording(*a: Any, **k: Any) -> Any:
         before = _rss()
-        ds = image_dataset(*a, **k)  # a CacheDataset fills in its constructor
+        ds = prepared_dataset(*a, **k)  # a CacheDataset fills in its constructor, BatchedArrays keeps its planes
         datasets.append((ds, _rss() - before))
         return ds
 
@@ -111,24 +112,24 @@ def child(kind: str, n: int, size: int, eval_n: int) -> dict[str, Any]:
         if kind == "extract":
             data = load_data(cfg.data, 0)
             spec = get_backbone(cfg.backbone.name).weights.input_spec().with_size(size)
-            ds = recording(data.splits["train"], scan_transforms(spec, cfg.preprocess), cache="memory")
+            ds = recording(data.splits["train"], spec, cfg.preprocess, cache="memory")
             feats = extract_features(build_backbone(cfg.backbone.name).backbone, loader(ds, cfg.train.batch_size, False, 0),
                                      resolve_device(cfg.train.device), cfg.train.amp)
             feature_bytes = _nbytes(feats)
         else:
             cfg.data.cache_dir = Path(tmp)
-            medtl.compare.image_dataset = recording  # type: ignore[attr-defined]
+            medtl.compare.prepared_dataset = recording  # type: ignore[attr-defined]
             old = Path.cwd()
             os.chdir(tmp)
             try:
                 api.compare(cfg, track=False)
             finally:
                 os.chdir(old)
-                medtl.compare.image_dataset = image_dataset  # type: ignore[attr-defined]
+                medtl.compare.prepared_dataset = prepared_dataset  # type: ignore[attr-defined]
             feature_bytes = sum(f.stat().st_size for f in (Path(tmp) / "features").glob("*.pt"))
     seconds = time.perf_counter() - start
-    cached = [(ds, added) for ds, added in datasets if isinstance(ds, CacheDataset)]
-    tensors = sum(_nbytes(ds._cache) for ds, _ in cached)
+    cached = [(ds, added) for ds, added in datasets if isinstance(ds, (CacheDataset, BatchedArrays))]
+    tensors = sum(_nbytes(ds._cache if isinstance(ds, CacheDataset) else ds.planes) for ds, _ in cached)
     cache = sum(added for _, added in cached)
     return {"kind": kind, "n": n, "seconds": seconds, "baseline": baseline, "peak": _peak(), "image_cache": cache,
             "image_tensors": tensors, "feature_cache": feature_bytes}
@@ -187,11 +188,10 @@ def section(results: list[dict[str, Any]], argv: list[str] | None, load_before: 
         "first epoch, which trains the head only; `frozen`: a head per layer group on cached features); "
         "no loader worker processes; `extract`: the training split's features of every layer, nothing else",
         "- peak RSS: the process's high-water mark (getrusage); baseline: the high-water mark after imports; "
-        "image cache: the resident memory MONAI's CacheDataset fill added (every dataset of the run), in brackets the "
-        "bytes of the tensors it holds; the difference is the cache's own overhead (item dicts, and the allocator: "
-        "MONAI fills the cache from a thread pool, and glibc's per-thread arenas keep freed transform temporaries "
-        "between the cached tensors: measured at 8000 images, 32 px, 176 MiB resident for 94 MiB of tensors with the "
-        "thread pool, 112 MiB with one thread, at ~25% longer fills); feature cache: the frozen features of every "
+        "image cache: the resident memory the datasets added when built (every dataset of the run; MedMNIST arrays: "
+        "`BatchedArrays`, each image's [0, 1] plane at 28 px, resized to the input size per batch), in brackets the "
+        "bytes of the tensors they hold; the difference is their own overhead (the stacked source arrays while the "
+        "planes are made, item dicts, allocator); feature cache: the frozen features of every "
         "layer (train, val and test; on disk and loaded in memory)",
         "",
         detail,

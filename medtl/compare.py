@@ -23,8 +23,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from medtl.config import ExperimentConfig, StrategyConfig
 from medtl.errors import ConfigError
-from medtl.data.datasets import DataBundle, class_weights, image_dataset, load_data, loader
-from medtl.data.transforms import build_augmentations, scan_transforms
+from medtl.data.datasets import DataBundle, class_weights, load_data, loader, prepared_dataset
+from medtl.data.transforms import build_augmentations
 from medtl.hashing import json_sha256
 from medtl.domains import ShiftProbe
 from medtl.metrics.summary import summarize
@@ -207,8 +207,6 @@ class _Shared:
     def __init__(self, cfg: ExperimentConfig, data: DataBundle, spec: InputSpec, folder: Path, device: torch.device,
                  ctx: DistContext = SINGLE) -> None:
         self.cfg, self.data, self.spec, self.device, self.ctx = cfg, data, spec, device, ctx
-        self.eval_tf = scan_transforms(spec, cfg.preprocess)
-        self.train_tf = scan_transforms(spec, cfg.preprocess, augment=build_augmentations(cfg.train.augment))
         self._ds: dict[str, Any] = {}
         cache_root = cfg.data.cache_dir or Path.cwd() / ".medtl" / "cache"
         self.features = FeatureCache(Path(cache_root) / "features", write=ctx.is_main)
@@ -218,9 +216,10 @@ class _Shared:
     def dataset(self, split: str, train: bool = False) -> Any:
         key = f"{split}-{'train' if train else 'eval'}"
         if key not in self._ds:
-            tf = self.train_tf if train else self.eval_tf
-            self._ds[key] = image_dataset(self.data.splits[split], tf, self.cfg.data.cache,
-                                          None if self.cfg.data.cache_dir is None else self.cfg.data.cache_dir / "images")
+            augment = build_augmentations(self.cfg.train.augment) if train else None
+            self._ds[key] = prepared_dataset(self.data.splits[split], self.spec, self.cfg.preprocess, augment,
+                                             self.cfg.data.cache,
+                                             None if self.cfg.data.cache_dir is None else self.cfg.data.cache_dir / "images")
         return self._ds[key]
 
     def loader(self, split: str, train: bool = False, seed: int = 0, shard: bool = False) -> Any:
@@ -241,7 +240,8 @@ class _Shared:
                           numerics="bf16-autocast" if bf16 else "fp32")
         if key not in self._feats:
             self._feats[key] = self.features.get_or_extract(key, built.backbone, self.loader(split), self.device,
-                                                            self.cfg.train.amp, f"extracting {split} features")
+                                                            self.cfg.train.amp, f"extracting {split} features",
+                                                            self.cfg.train.channels_last)
         return self._feats[key]
 
 

@@ -168,7 +168,7 @@ class TrainConfig(_Strict):
     augment: list[dict[str, Any]] = Field(default_factory=list)  # MONAI random transforms by name
     device: str = "auto"
     amp: bool = True  # only on CUDA
-    channels_last: bool = True  # only on CUDA
+    channels_last: bool = True  # NHWC memory layout for the backbone (CUDA and CPU)
     bootstrap: int = Field(default=1000, ge=0)
 
     @property

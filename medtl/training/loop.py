@@ -194,7 +194,9 @@ def fit(
     """Train ``model`` by ``schedule``; on return the model holds its best-validation weights."""
     device = opts.device
     model.to(device)
-    channels_last = opts.channels_last and device.type == "cuda"
+    # channels_last on the CPU too: oneDNN's convolutions in NHWC trained efficientnet_lite0 2.0x
+    # faster at 64 px and 1.5x at 128 px on 2 cores (benchmarks/RESULTS.md, bench_speed)
+    channels_last = opts.channels_last
     if channels_last:
         model.to(memory_format=torch.channels_last)
     names = [g for g in schedule.groups if g in groups]

@@ -17,21 +17,22 @@ from tests.conftest import ROOT, shared_path
 OTHER = "# Benchmark results\n\n<!-- other:start -->\nkeep me\n<!-- other:end -->\n"
 
 
-def smoke(script: str, results: Path, *extra: str) -> subprocess.CompletedProcess:
-    results.write_text(OTHER + f"\n<!-- {script}:start -->\nstale\n<!-- {script}:end -->\n")
+def smoke(script: str, results: Path, *extra: str, section: str | None = None) -> subprocess.CompletedProcess:
+    section = section or script
+    results.write_text(OTHER + f"\n<!-- {section}:start -->\nstale\n<!-- {section}:end -->\n")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDTL_PROGRESS": "0"}
     p = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), "--smoke", "--results", str(results), *extra],
                        capture_output=True, text=True, timeout=600, env=env, cwd=results.parent)
     assert p.returncode == 0, p.stderr[-3000:]
     text = results.read_text()
-    assert "keep me" in text and "stale" not in text and text.count(f"<!-- {script}:start -->") == 1
+    assert "keep me" in text and "stale" not in text and text.count(f"<!-- {section}:start -->") == 1
     assert "load average before" in text and f"python benchmarks/{script}.py --smoke" in text
     return p
 
 
 def test_bench_accuracy_smoke(tmp_path: Path) -> None:
     shared_path("medmnist", "breastmnist.npz")
-    smoke("bench_accuracy", tmp_path / "RESULTS.md", "--datasets", "breastmnist")
+    smoke("bench_accuracy", tmp_path / "RESULTS.md", "--datasets", "breastmnist", section="bench_accuracy-breastmnist")
     text = (tmp_path / "RESULTS.md").read_text()
     for strategy in ("frozen", "full"):
         row = re.search(rf"^\| breastmnist \| {strategy} \| efficientnet_lite0, ImageNet .*\| 32 px \(28 px upsampled\) \| 1 \| "
@@ -48,9 +49,12 @@ def test_bench_accuracy_smoke(tmp_path: Path) -> None:
 def test_bench_speed_smoke(tmp_path: Path) -> None:
     shared_path("medmnist", "organamnist.npz")
     p = smoke("bench_speed", tmp_path / "RESULTS.md")
-    assert re.search(r"\| cpu \(fp32\) \| medtl: MONAI pipeline.*\| [\d.]+ \| >= 0.9 \| (yes|NO) \|", p.stdout)
+    assert re.search(r"\| cpu \(fp32\) \| medtl: prepared_dataset.*\| [\d.]+ \| >= 0.9 \| (yes|NO) \|", p.stdout)
+    assert re.search(r"\| cpu \(fp32\) \| medtl per image: .*\| \d+ \| [\d.]+ \|", p.stdout)
     assert "plain torchvision loop" in p.stdout and "feature cache" in p.stdout
     assert "cosine similarity" in p.stdout
+    diff = re.search(r"batch path against its per-image path: largest feature difference ([\d.e+-]+)", p.stdout)
+    assert diff and float(diff.group(1)) < 1e-3, "the batch path must compute what the per-image path computes"
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="peak RSS from getrusage is in KiB on Linux only")
