@@ -142,7 +142,7 @@ def run_cli(cfg_path: Path, overrides: list[str], workdir: Path) -> dict[str, An
     if p.returncode != 0:
         raise SystemExit(f"bench_accuracy: medtl compare failed (exit {p.returncode}): {p.stderr.strip()[-2000:]}")
     shown = ["python -m medtl compare", f"configs/{cfg_path.name}", *[f"--set '{o}'" for o in overrides]]
-    return {"command": " ".join(shown), "seconds": wall, "stdout": p.stdout, "load_before": before, "load_after": load_average()}
+    return {"dataset": cfg_path.stem, "command": " ".join(shown), "seconds": wall, "stdout": p.stdout, "load_before": before, "load_after": load_average()}
 
 
 def run_api(cfg_path: Path, overrides: list[str], workdir: Path, resume: bool) -> tuple[Comparison, float, int]:
@@ -217,7 +217,7 @@ def published_rows(dataset: str) -> list[list[Any]]:
 
 
 def cli_section(records: list[dict[str, Any]], argv: list[str] | None, load_before: str, load_after: str) -> str:
-    parts = ["## `medtl compare` on 2 CPU cores: wall time and the printed table", "",
+    parts = [f"## `medtl compare` on {os.cpu_count()} CPU cores: wall time and the printed table", "",
              *header("bench_accuracy.py", argv, load_before, load_after), ""]
     for rec in records:
         parts += [f"`{rec['command']}`: **{rec['seconds'] / 60:.1f} min** wall "
@@ -243,7 +243,7 @@ def accuracy_section(runs: list[Run], datasets: list[str], argv: list[str] | Non
     target = [target_row(d, [r for r in runs if r.dataset == d]) for d in datasets]
     notes = [f"- {d} / {r.backbone}: {n}" for d in datasets for r in runs if r.dataset == d for n in r.notes]
     return "\n".join([
-        "## Accuracy against the published MedMNIST v2 results",
+        f"## Accuracy against the published MedMNIST v2 results: {', '.join(datasets)}",
         "",
         *header("bench_accuracy.py", argv, load_before, load_after, "monai", "timm", "torchvision"),
         f"- seeds: {seeds} per strategy (mean ± std over seeds where more than one; intervals: 95% bootstrap over test "
@@ -339,13 +339,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def write(results: Path | None, runs: list[Run], cli_records: list[dict[str, Any]], datasets: list[str],
           argv: list[str] | None, load_before: str, seeds: int) -> str:
+    """One section per dataset (``bench_accuracy-<dataset>``), so that one dataset's rerun keeps the others'."""
     load_after = load_average()
-    body = accuracy_section(runs, datasets, argv, load_before, load_after, seeds)
-    if results is not None:
-        write_section(results, SECTION, body)
-        if cli_records:
-            write_section(results, CLI_SECTION, cli_section(cli_records, argv, load_before, load_after))
-    return body
+    bodies = []
+    for d in datasets:
+        body = accuracy_section([r for r in runs if r.dataset == d], [d], argv, load_before, load_after, seeds)
+        bodies.append(body)
+        if results is not None:
+            write_section(results, f"{SECTION}-{d}", body)
+            records = [rec for rec in cli_records if rec["dataset"] == d]
+            if records:
+                write_section(results, f"{CLI_SECTION}-{d}", cli_section(records, argv, load_before, load_after))
+    return "\n\n".join(bodies)
 
 
 if __name__ == "__main__":
