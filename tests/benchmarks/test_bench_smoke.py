@@ -49,8 +49,8 @@ def test_bench_accuracy_smoke(tmp_path: Path) -> None:
 def test_bench_speed_smoke(tmp_path: Path) -> None:
     shared_path("medmnist", "organamnist.npz")
     p = smoke("bench_speed", tmp_path / "RESULTS.md")
-    assert re.search(r"\| cpu \(fp32\) \| medtl: prepared_dataset.*\| [\d.]+ \| >= 0.9 \| (yes|NO) \|", p.stdout)
-    assert re.search(r"\| cpu \(fp32\) \| medtl per image: .*\| \d+ \| [\d.]+ \|", p.stdout)
+    assert re.search(r"\| cpu \(fp32, channels_last\) \| medtl: prepared_dataset.*\| [\d.]+ \| >= 0.9 \| (yes|NO) \|", p.stdout)
+    assert re.search(r"\| cpu \(fp32, channels_last\) \| medtl per image: .*\| \d+ \| [\d.]+ \|", p.stdout)
     assert "plain torchvision loop" in p.stdout and "feature cache" in p.stdout
     assert "cosine similarity" in p.stdout
     diff = re.search(r"batch path against its per-image path: largest feature difference ([\d.e+-]+)", p.stdout)
