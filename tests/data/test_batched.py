@@ -62,6 +62,25 @@ def test_colour_non_square_float_arrays_and_constant_images() -> None:
         assert float((got - want).abs().max()) < 1e-5
 
 
+def test_planes_made_in_chunks_equal_the_per_image_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planes are built a chunk at a time (flat build memory); chunk edges must change nothing."""
+    import medtl.data.batched as batched
+
+    monkeypatch.setattr(batched, "CHUNK", 3)  # 3 does not divide 10 or 7: a short last chunk
+    real = read_medmnist(shared_path("medmnist", "breastmnist.npz"))["test"][0][:10]
+    rng = np.random.default_rng(2)
+    odd = rng.normal(50, 20, (7, 12, 18)).astype(np.float32)  # non-square, per-image percentiles
+    odd[4] = 1.0  # a constant image in the middle chunk
+    spec = InputSpec(20, 3, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3), "bilinear", "test")
+    for images, pp in ((real, PreprocessConfig(intensity="fixed")), (real, PreprocessConfig(intensity="percentile")),
+                       (odd, PreprocessConfig())):
+        items = _items(images)
+        want, got = _per_image(items, spec, pp), _batched(items, spec, pp)
+        assert got.shape == want.shape == (len(images), 3, 20, 20)
+        assert float((got - want).abs().max()) < 1e-5
+        assert float(got.std()) > 0.1
+
+
 def test_only_finite_same_shape_arrays_take_the_batch_path(tmp_path) -> None:
     a = np.zeros((8, 8), np.uint8)
     assert batchable(_items(np.stack([a, a])))
