@@ -183,6 +183,8 @@ def tables(results: list[dict[str, Any]], sizes: list[int]) -> tuple[str, str]:
 
 def section(results: list[dict[str, Any]], argv: list[str] | None, load_before: str, sizes: list[int],
             train_sizes: list[int], size: int, eval_n: int) -> str:
+    from medtl.data.batched import CHUNK
+
     detail, summary = tables(results, sizes)
     return "\n".join([
         "## Time and peak memory against training-set size",
@@ -198,7 +200,7 @@ def section(results: list[dict[str, Any]], argv: list[str] | None, load_before: 
         "image cache: the resident memory the datasets added when built (every dataset of the run; MedMNIST arrays: "
         "`BatchedArrays`, each image's [0, 1] plane at 28 px, resized to the input size per batch), in brackets the "
         "bytes of the tensors they hold; the difference is their own overhead (item dicts, and what the allocator "
-        "keeps of the temporaries freed while the planes are made, 1024 images at a time); the last column counts the "
+        f"keeps of the temporaries freed while the planes are made, {CHUNK} images at a time); the last column counts the "
         "image cache by its tensors instead; feature cache: the frozen features of every "
         "layer (train, val and test; on disk and loaded in memory)",
         "",

@@ -96,28 +96,25 @@ def _planes(items: Sequence[Item], info: Any, pp: PreprocessConfig, channels: in
     """Every image's [0, 1] plane, square, (N, C, side, side) float32.
 
     Made ``CHUNK`` images at a time into one preallocated tensor: a whole-split float copy, its
-    intensity map and its padding at once held three to four times the planes' size for a moment,
-    and that transient, not the planes, set the peak memory of a head-only epoch on 16k images
-    (+146 MiB over 1k; benchmarks/bench_memory.py)."""
-    out: torch.Tensor | None = None
+    intensity map and its padding, held at once, set the build's peak at 346 MiB over the
+    baseline for 16k OrganAMNIST images against 200 MiB for 1k (239 MiB at 16k in chunks;
+    benchmarks/bench_memory.py)."""
+    rows, cols = items[0]["image"].shape[:2]
+    c = 3 if info.color else 1  # RGBA: alpha dropped, as ToChannelsd does
+    if c not in (1, channels):
+        raise ScanError(info.path, f"{c} channels cannot become {channels}")
+    side = max(rows, cols)
+    out = torch.empty((len(items), c, side, side), dtype=torch.float32)
     for start in range(0, len(items), CHUNK):
         stack = torch.from_numpy(np.stack([it["image"] for it in items[start:start + CHUNK]])).to(torch.float32)
         stack = stack.permute(0, 3, 1, 2) if info.color else stack.unsqueeze(1)  # (n, C, rows, cols)
-        planes = _intensity(stack, info, pp)
+        planes = _intensity(stack, info, pp)[:, :c]
         del stack
-        if planes.shape[1] == 4:  # RGBA: alpha dropped, as ToChannelsd does
-            planes = planes[:, :3]
-        if planes.shape[1] not in (1, channels):
-            raise ScanError(info.path, f"{planes.shape[1]} channels cannot become {channels}")
-        n, c, h, w = planes.shape
-        if h != w:  # zero-padded to a centred square, as SquarePadd does (nothing cropped)
-            side = max(h, w)
+        n = len(planes)
+        if rows != cols:  # zero-padded to a centred square, as SquarePadd does (nothing cropped)
             planes = _plain(SpatialPad(spatial_size=(side, side), method="symmetric", mode="constant")(
-                planes.reshape(n * c, h, w))).reshape(n, c, side, side)
-        if out is None:
-            out = torch.empty((len(items), *planes.shape[1:]), dtype=torch.float32)
+                planes.reshape(n * c, rows, cols))).reshape(n, c, side, side)
         out[start:start + n] = planes
-    assert out is not None  # batchable() refused an empty split
     return out
 
 
