@@ -35,7 +35,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from medtl.config import StrategyConfig
-from medtl.domains import cka_profile
+from medtl.experiment.shift import source_target
+from medtl.experiment.tables import cka_profile
 from medtl.errors import TrackingError
 from medtl.metrics.classification import auc_score, predicted_labels
 from medtl.tracking import plots
@@ -78,7 +79,7 @@ def _close_open_runs(client: MlflowClient, state: dict[str, Any]) -> None:
 
 
 class MlflowTracker:
-    """Implements ``medtl.compare.Tracker`` on an MLflow store (sqlite by default, or a server)."""
+    """Implements ``medtl.experiment.run.Tracker`` on an MLflow store (sqlite by default, or a server)."""
 
     def __init__(self, uri: str | None = None, register: bool = True, system_metrics: bool = True) -> None:
         self.uri = connect(uri)  # a dead store is an error here, before any training
@@ -313,8 +314,6 @@ class MlflowTracker:
         if arm.fit.history:
             figures["plots/learning_curves.png"] = plots.learning_curves(arm.fit.history, title)
         if arm.shift is not None:  # the shift analysis of this run (its numbers are already in arm.metrics)
-            from medtl.domains import source_target
-
             source, targets = source_target(comparison.config, data)
             figures["plots/shift/embedding.png"] = plots.embedding(arm.shift.embedding, source, title)
             figures["plots/shift/cka.png"] = plots.cka_profile({arm.strategy: arm.shift.cka})

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from medtl.compare import compare
+from medtl.experiment.run import compare
 from medtl.config import load_config
 from tests.conftest import tiny_config
 
