@@ -7,6 +7,7 @@ with ``weights_only=True``, which is what makes ``--resume`` skip it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 
 from medtl.config import ExperimentConfig
 from medtl.data.datasets import DataBundle
+from medtl.errors import DataError
 from medtl.experiment.tables import results_table, shift_table, sweep_table
 from medtl.models.registry import InputSpec
 from medtl.models.transfer import TransferModel, create_model
@@ -98,6 +100,36 @@ class Comparison:
 
     def sweep_table(self) -> pd.DataFrame:
         return sweep_table(self.arms)
+
+    SUMMARY = "comparison.json"
+
+    def save(self) -> Path:
+        """The comparison's summary in its run folder, beside its arms' ``result.pt``: ``load`` needs nothing else
+        (the data is read again from the config's sources; its fingerprint must match)."""
+        assert self.folder is not None, "a comparison is saved in its run folder"
+        tree = {"config": self.config.model_dump(mode="json"), "spec": self.spec.as_dict(), "data": self.data.fingerprint,
+                "arms": [a.folder.name for a in self.arms if a.folder is not None], "run_id": self.run_id,
+                "best": None if self.best is None else [self.best.strategy, self.best.seed], "registry": self.registry,
+                "shift_extractor": self.shift_extractor}
+        tmp = self.folder / (self.SUMMARY + ".tmp")
+        tmp.write_text(json.dumps(tree, indent=1))
+        tmp.replace(self.folder / self.SUMMARY)
+        return self.folder / self.SUMMARY
+
+    @classmethod
+    def load(cls, folder: Path) -> Comparison:
+        """A finished comparison from its run folder, without training anything."""
+        from medtl.data.datasets import load_data
+
+        tree = json.loads((folder / cls.SUMMARY).read_text())
+        cfg = ExperimentConfig.model_validate(tree["config"])
+        data = load_data(cfg.data, cfg.train.seed)
+        if data.fingerprint != tree["data"]:
+            raise DataError(folder / cls.SUMMARY, "the data of this comparison changed since it ran (fingerprint differs)")
+        arms = [ArmResult.load(folder / name) for name in tree["arms"]]
+        best = next((a for a in arms if tree["best"] and [a.strategy, a.seed] == tree["best"]), None)
+        return cls(cfg, data, InputSpec.from_dict(tree["spec"]), arms, best, tree["run_id"], tree["registry"], folder,
+                   tree["shift_extractor"])
 
 
 def pick_best(arms: list[ArmResult]) -> ArmResult:

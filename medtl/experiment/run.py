@@ -118,5 +118,9 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
                 comparison.arms.append(arm)
                 tracker.end_arm(arm, comparison)
         comparison.best = pick_best(comparison.arms)
+        if ctx.is_main:
+            comparison.save()
         tracker.finish(comparison)
+        if ctx.is_main and comparison.registry:
+            comparison.save()  # with the registry's decision
     return comparison
