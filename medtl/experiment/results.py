@@ -68,8 +68,9 @@ class ArmResult:
     @classmethod
     def load(cls, folder: Path) -> ArmResult:
         st = torch.load(folder / cls.RESULT, map_location="cpu", weights_only=True)
-        model, _ = create_model(st["build"]["backbone"], st["build"]["num_classes"], pretrained=False,
-                                head=st["build"]["head"], layer=st["build"]["layer"])
+        b = st["build"]
+        model, _ = create_model(b["backbone"], b["num_classes"], pretrained=False, head=b["head"], layer=b["layer"],
+                                spec=InputSpec.from_dict(b["spec"]) if "spec" in b else None)
         model.load_state_dict(st["model"])
         model.eval()
         fit_of = lambda d: None if d is None else FitResult(d["history"], d["best_epoch"], d["best_val_auc"], d["stopped_early"],  # noqa: E731

@@ -24,10 +24,10 @@ from medtl.experiment.shared import SharedData
 from medtl.experiment.shift import ShiftProbe
 from medtl.hashing import json_sha256
 from medtl.metrics.summary import summarize
-from medtl.models.registry import get_backbone
+from medtl.models.registry import input_spec
 from medtl.models.transfer import build_backbone
 from medtl.training.distributed import DistContext, barrier, process_group
-from medtl.training.loop import resolve_device, seed_everything
+from medtl.training.loop import resolve_device, rng_restored, seed_everything
 from medtl.training.strategies import Arm, strategy_for
 
 
@@ -64,12 +64,14 @@ def run_arm(s: StrategyConfig, seed: int, shared: SharedData, tracker: Tracker, 
     start = time.perf_counter()
     strategy = strategy_for(s)
     seed_everything(seed)  # a scratch backbone's random init is drawn here
-    built = build_backbone(cfg.backbone.name, pretrained=(strategy.pretrained and cfg.backbone.weights == "imagenet"))
+    built = build_backbone(cfg.backbone.name, pretrained=(strategy.pretrained and cfg.backbone.weights == "imagenet"),
+                           spec=shared.spec)
     opts = shared.fit_options(seed, s.name)
     trained = strategy.train(Arm(shared, cfg.train, built, k, seed, opts, folder, tracker.log_epoch))
     model, result, probs, labels, sweep = trained.model, trained.fit, trained.probs, trained.labels, trained.sweep
     model.cpu().eval()
-    build = {"backbone": cfg.backbone.name, "num_classes": k, "head": trained.head, "layer": model.layer}
+    build = {"backbone": model.backbone.name, "num_classes": k, "head": trained.head, "layer": model.layer,
+             "spec": model.spec.as_dict()}
     items = pd.DataFrame([{"path": it["path"], "domain": it["domain"], "patient": it["patient"]} for it in data.splits["test"]])
     metrics = summarize(labels, probs, items["domain"].tolist(), items["patient"].tolist(), "test", cfg.train.bootstrap, seed)
     metrics["val_auc"] = result.best_val_auc
@@ -95,9 +97,9 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
     tracker = tracker if tracker is not None and ctx.is_main else NullTracker()
     device = ctx.device(cfg.train.device) if ctx.active else resolve_device(cfg.train.device)
     data = load_data(cfg.data, cfg.train.seed)
-    spec = get_backbone(cfg.backbone.name).weights.input_spec().with_size(cfg.preprocess.size)
+    spec = input_spec(cfg.backbone.name, cfg.preprocess.size)  # made once; every model built here carries it
     folder = run_folder(cfg, workdir)
-    with process_group(ctx, device):
+    with process_group(ctx, device), rng_restored(device):  # arms seed the global generators; the caller's come back
         if ctx.is_main:
             if not resume and folder.exists():
                 shutil.rmtree(folder)
@@ -108,7 +110,7 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
         shift = ShiftProbe(shared, cfg.train.seed)
         if shift.active:  # the frozen ImageNet extractor, measured once on the same images as every arm
             seed_everything(cfg.train.seed)
-            shift.prepare(build_backbone(cfg.backbone.name, pretrained=cfg.backbone.weights == "imagenet"))
+            shift.prepare(build_backbone(cfg.backbone.name, pretrained=cfg.backbone.weights == "imagenet", spec=spec))
             comparison.shift_extractor = shift.extractor_metrics
         tracker.start(comparison)
         for seed in cfg.train.all_seeds:

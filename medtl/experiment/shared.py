@@ -56,7 +56,7 @@ class SharedData:
         """Every layer's pooled features of the frozen backbone on ``split`` (from the disk cache when it can)."""
         weights = built.weights_sha256 or f"random-init-seed{seed}"  # a random backbone differs per seed
         bf16 = self.cfg.train.amp and self.device.type == "cuda"
-        key = feature_key(backbone=self.cfg.backbone.name, weights=weights, spec=self.spec.as_dict(),
+        key = feature_key(backbone=built.backbone.name, weights=weights, spec=built.spec.as_dict(),
                           preprocess=self.cfg.preprocess.model_dump(mode="json"), data=self.data.fingerprint, split=split,
                           numerics="bf16-autocast" if bf16 else "fp32")
         if key not in self._feats:
