@@ -33,21 +33,7 @@ _NOT_IMAGES = (
     ("Spectroscopy", "a spectroscopy object", ""),
     ("Raw Data", "a raw data object", ""),
     ("Registration", "a registration object", ""),
-    ("Media Storage Directory", "a DICOMDIR (the index of an export)", "give the series folders or files it lists"),
-)
-_IMAGES = (
-    ("Segmentation", "a segmentation object"),
-    ("SR Storage", "a structured report"),
-    ("Key Object Selection", "a key object selection (a list of references)"),
-    ("Presentation State", "a presentation state (display settings for other images)"),
-    ("RT Dose", "a radiotherapy dose grid"),
-    ("RT ", "a radiotherapy object"),
-    ("Waveform", "a waveform"),
-    ("Encapsulated", "an encapsulated document"),
-    ("Spectroscopy", "a spectroscopy object"),
-    ("Raw Data", "a raw data object"),
-    ("Registration", "a registration object"),
-    ("Media Storage Directory", "a DICOMDIR (the index of an export; give the series folders or files it lists)"),
+    ("Media Storage Directory", "a DICOMDIR, the index of an export", "give the series folders or files it lists"),
 )
 _IMAGES = ("RT Image Storage",)  # radiotherapy portal images are images
 

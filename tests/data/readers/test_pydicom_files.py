@@ -68,6 +68,8 @@ def test_palette_colour_goes_through_the_lookup_tables_as_pydicom_applies_them(t
     ("waveform_ecg.dcm", "is a waveform (12-lead ECG Waveform Storage), not an image"),
     ("rtstruct.dcm", "is a radiotherapy object (RT Structure Set Storage), not an image"),  # no preamble, no file meta
     ("badVR.dcm", "header element NumberOfFrames (0028,0008) is not a whole number"),  # it holds '1A'
+    ("DICOMDIR", "is a DICOMDIR, the index of an export (Media Storage Directory Storage), not an image; "
+                 "give the series folders or files it lists"),
 ])
 def test_what_is_not_an_image_or_not_readable_is_named(name: str, problem: str) -> None:
     assert _problem(_testfile(name)) == problem
