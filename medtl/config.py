@@ -355,3 +355,15 @@ def shadowed_overrides(cfg: ExperimentConfig, overrides: list[str]) -> list[str]
         else:
             out.append(f"--set {key} does not reach {', '.join(own)}, which set their own {field} ({theirs})")
     return out
+
+
+def plan_arms(cfg: ExperimentConfig) -> list[dict[str, Any]]:
+    """The arms a comparison runs, in order (seed by seed, strategy by strategy), with the settings each
+    strategy sets itself; ``epochs`` falls back to ``train.epochs`` like the schedules do."""
+    arms = []
+    for seed in cfg.train.all_seeds:
+        for s in cfg.strategies:
+            settings = {k: getattr(s, k) for k in sorted(s.model_fields_set) if k not in ("name", "kind", "epochs")}
+            arms.append({"arm": f"{s.name}-seed{seed}", "strategy": s.name, "kind": s.kind, "seed": seed,
+                         "epochs": getattr(s, "epochs", None) or cfg.train.epochs, "settings": settings})
+    return arms

@@ -189,3 +189,16 @@ def reference_markdown(model: type[BaseModel] = ExperimentConfig) -> str:
 
 def missing_descriptions(model: type[BaseModel] = ExperimentConfig) -> list[str]:
     return [k.key for k in reference_keys(model) if not k.meaning]
+
+
+def strategy_kinds(model: type[BaseModel] = ExperimentConfig) -> dict[str, list[str]]:
+    """Each strategy kind with the settings that belong to it alone (``medtl compare --help``)."""
+    entries = [k for k in reference_keys(model) if k.kinds is not None]
+    kinds = dict.fromkeys(kind for k in entries for kind in k.kinds or ())
+    return {kind: [k.key.rsplit(".", 1)[-1] for k in entries if k.kinds and kind in k.kinds and len(k.kinds) < len(kinds)]
+            for kind in kinds}
+
+
+def section_keys(section: str, model: type[BaseModel] = ExperimentConfig) -> list[Key]:
+    """The keys directly under one top-level section (``inspect --help`` lists ``preprocess``'s)."""
+    return [k for k in reference_keys(model) if k.key.count(".") == 1 and k.key.startswith(f"{section}.")]

@@ -38,3 +38,10 @@ def write_demo(out: str | Path, patients_per_domain: int = 40, seed: int = 0) ->
     cfg_path = out / "demo.yaml"
     cfg_path.write_text(yaml.safe_dump(DEMO_CONFIG, sort_keys=False))
     return cfg_path
+
+
+def example_scans(out: str | Path) -> list[Path]:
+    """One DICOM (scanner A) and one NIfTI (scanner B) the demo wrote: files a printed command can name."""
+    data = Path(out) / "data"
+    return [p for p in (min((data / "scanner_a").glob("*.dcm"), default=None),
+                        min((data / "scanner_b").glob("*.nii.gz"), default=None)) if p is not None]
