@@ -133,6 +133,8 @@ def _walk_entries(models: list[type[BaseModel]], prefix: str) -> list[Key]:
             kinds = own if len(models) > 1 else _single_model_kinds(model, field, all_kinds)
             if field in ("name", "kind"):
                 kinds = all_kinds
+            if field == "kind" and len(models) > 1:  # one model per kind: each holds its own kind as default
+                k.type, k.default = " | ".join(all_kinds), "the name"
             if k.key in merged:
                 merged[k.key].kinds = tuple(dict.fromkeys((*(merged[k.key].kinds or ()), *kinds)))
             else:

@@ -57,3 +57,32 @@ def test_docs_config_md_matches_the_models() -> None:
     """docs/config.md is generated; when a model changes, regenerate it: medtl config --reference > docs/config.md"""
     assert (ROOT / "docs" / "config.md").read_text() == reference_markdown(), \
         "docs/config.md is stale: run `medtl config --reference > docs/config.md`"
+
+
+def test_reference_walks_a_union_of_one_model_per_kind() -> None:
+    """Strategies as a discriminated union (one model per kind): each key applies to the kinds whose model has it."""
+    from typing import Annotated, Literal, Union
+
+    from pydantic import BaseModel, Discriminator, Field, Tag
+
+    class A(BaseModel):
+        name: str = Field(description="n")
+        kind: Literal["a"] = Field("a", description="k")
+        epochs: int = Field(1, description="e")
+        only_a: int = Field(2, description="x")
+
+    class B(BaseModel):
+        name: str = Field(description="n")
+        kind: Literal["b"] = Field("b", description="k")
+        epochs: int = Field(1, description="e")
+
+    Entry = Annotated[Union[Annotated[A, Tag("a")], Annotated[B, Tag("b")]],
+                      Discriminator(lambda v: v.get("kind") if isinstance(v, dict) else v.kind)]
+
+    class Top(BaseModel):
+        strategies: list[Entry] = Field(default_factory=list, description="arms")
+
+    keys = {k.key: k for k in reference_keys(Top)}
+    assert keys["strategies.<name>.only_a"].kinds == ("a",)
+    assert keys["strategies.<name>.epochs"].kinds == ("a", "b")
+    assert keys["strategies.<name>.kind"].type == "a | b"
