@@ -268,7 +268,7 @@ def _dry_run(cfg: Any) -> int:
     from medtl.config import plan_arms
 
     print(f"# {cfg.name}: resolved config (relative paths resolved against the config file's folder)")
-    print(yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=False), sort_keys=False).rstrip())
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
     arms = plan_arms(cfg)
     print(f"\n# {len(arms)} arm(s) it would run (nothing was trained):")
     for arm in arms:
@@ -281,12 +281,13 @@ def _dry_run(cfg: Any) -> int:
 
 def cmd_compare(a: argparse.Namespace) -> int:
     from medtl import api
+
+    overrides = ([QUICK] if a.quick else []) + a.set  # an explicit --set train.epochs_scale wins
+    if a.dry_run:  # before importing torch and MLflow: a dry run answers in seconds
+        return _dry_run(api.resolve_config(a.config, overrides))
     from medtl.tracking.results import outcome_lines
     from medtl.tracking.store import tracking_uri
 
-    overrides = ([QUICK] if a.quick else []) + a.set  # an explicit --set train.epochs_scale wins
-    if a.dry_run:
-        return _dry_run(api.resolve_config(a.config, overrides))
     comp = api.compare(a.config, overrides, resume=a.resume)
     if comp.run_id is None and not api.is_main_process():
         return 0  # under torchrun, rank 0 prints (and tracks) for the job
