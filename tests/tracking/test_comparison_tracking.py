@@ -295,3 +295,19 @@ def test_results_skip_a_newer_comparison_that_failed(tracked) -> None:
     with pytest.warns(UserWarning, match=f"did not finish: {failed.info.run_id} \\(FAILED\\)"):
         table = api.results()
     assert len(table) and table.attrs["run_id"] != failed.info.run_id and table.attrs["status"] == "FINISHED"
+
+
+def test_logged_models_sit_in_the_comparison_experiment_and_mlflow_s_current_one_is_untouched(tracked) -> None:
+    """The arms' LoggedModels are filed under the comparison's experiment by explicit id; MLflow's
+    process-wide current experiment (``mlflow.set_experiment``, and its env var) is never set."""
+    import os
+
+    import mlflow.tracking.fluent as fluent
+
+    comp, uri, client, parent, children, _ = tracked
+    models = {m.source_run_id: m for m in client.search_logged_models([parent.info.experiment_id])}
+    for name, run in children.items():
+        m = models[run.info.run_id]
+        assert m.experiment_id == parent.info.experiment_id and m.tags["medtl.strategy"] == name
+        assert m.params == client.get_run(run.info.run_id).data.params  # the run's params, as Model.log copied them
+    assert fluent._active_experiment_id is None and "MLFLOW_EXPERIMENT_ID" not in os.environ
