@@ -252,6 +252,44 @@ def test_a_bad_scan_costs_only_its_row(tracked, identified_data, tmp_path, capsy
     assert rc == 1 and stderr.startswith("medtl: error: models:/no-such-model@champion: cannot load this model")
 
 
+def test_compare_ends_with_what_was_chosen_why_and_where(tracked) -> None:
+    from medtl.tracking.results import outcome_lines
+
+    comp, uri, *_ = tracked
+    lines = outcome_lines(comp, uri)
+    assert lines[0].startswith(f"best: {comp.best.strategy} (validation AUC") and "test set never chooses" in lines[0]
+    assert "registered tiny-model v1 as 'champion' (no champion yet)" in lines[1]
+    assert any(comp.run_id in ln and "experiment 'tiny'" in ln for ln in lines)
+    assert any("mlflow ui --backend-store-uri sqlite:///mlflow.db" in ln for ln in lines), lines
+
+
+def test_evaluate_scores_the_test_split_unless_told(tracked, identified_data, capsys) -> None:
+    """A curated manifest holds the training rows too: by default only its test split is scored, and
+    asking for training rows is warned about; the shift metrics computed are printed."""
+    comp, uri, client, parent, children, folder = tracked
+    manifest, _ = identified_data
+    n_test = int((pd.read_csv(manifest).split == "test").sum())
+    rc, stdout, stderr = _cli(capsys, "evaluate", "models:/tiny-model@champion", str(manifest), "--bootstrap", "20", "--json")
+    assert rc == 0, stderr
+    out = json.loads(stdout)
+    assert out["split"] == "test" and out["overall"]["n"] == n_test
+    rc, stdout, stderr = _cli(capsys, "evaluate", "models:/tiny-model@champion", str(manifest), "--bootstrap", "20")
+    assert rc == 0 and "(the test split)" in stdout and "domain shift from" in stdout and "mmd" in stdout
+    rc, stdout, stderr = _cli(capsys, "evaluate", "models:/tiny-model@champion", str(manifest), "--bootstrap", "20",
+                              "--split", "all")
+    assert rc == 0 and "medtl: warning:" in stderr and "train split" in stderr
+
+
+def test_results_skip_a_newer_comparison_that_failed(tracked) -> None:
+    """A comparison that failed after starting must not become "the latest": its table would be empty."""
+    comp, uri, client, parent, children, _ = tracked
+    failed = client.create_run(parent.info.experiment_id, run_name="crashed", tags={"medtl.role": "comparison"})
+    client.set_terminated(failed.info.run_id, "FAILED")
+    with pytest.warns(UserWarning, match=f"did not finish: {failed.info.run_id} \\(FAILED\\)"):
+        table = api.results()
+    assert len(table) and table.attrs["run_id"] != failed.info.run_id and table.attrs["status"] == "FINISHED"
+
+
 def test_logged_models_sit_in_the_comparison_experiment_and_mlflow_s_current_one_is_untouched(tracked) -> None:
     """The arms' LoggedModels are filed under the comparison's experiment by explicit id; MLflow's
     process-wide current experiment (``mlflow.set_experiment``, and its env var) is never set."""
