@@ -40,3 +40,7 @@ class WeightsError(MedtlError):
 
 class TrackingError(MedtlError):
     """The MLflow store or server is unreachable or refused a write."""
+
+
+class ModelIntegrityError(MedtlError):
+    """A logged model whose files differ from the checksums recorded when it was logged."""
