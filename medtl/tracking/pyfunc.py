@@ -246,7 +246,7 @@ class MedtlPyfunc(mlflow.pyfunc.PythonModel):
         from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT
         from mlflow.exceptions import MlflowException
 
-        if isinstance(model_input, pd.DataFrame) and model_input.shape[1] == 0 and len(model_input) == 0:
+        if isinstance(model_input, pd.DataFrame) and model_input.shape[1] == 0:
             raise MlflowException.invalid_parameter_value(
                 "no `path`, `content` or `image` column: MLflow drops a bare list or array before the model sees it; "
                 "pass a table, e.g. pd.DataFrame({'path': [...]}) or {'content': [base64, ...]}")

@@ -113,8 +113,12 @@ def _explode(frame: pd.DataFrame) -> pd.DataFrame:
     """``{"inputs": {"path": [a, b]}}`` reaches the model as one row holding lists: one row per item."""
     if len(frame) != 1:
         return frame
-    lists = {c: frame[c].iloc[0] for c in frame.columns
-             if c != "image" and isinstance(frame[c].iloc[0], (list, tuple, np.ndarray))}
+    def many(c: str, v: Any) -> bool:  # an image cell is itself a list: only a list *of arrays* is many rows
+        if c == "image":
+            return isinstance(v, (list, tuple)) and len(v) > 0 and all(isinstance(x, np.ndarray) for x in v)
+        return c in ("path", "content", "filename", *DECLARATIONS) and isinstance(v, (list, tuple, np.ndarray))
+
+    lists = {c: frame[c].iloc[0] for c in frame.columns if many(c, frame[c].iloc[0])}
     if not lists or len({len(v) for v in lists.values()}) != 1:
         return frame
     n = len(next(iter(lists.values())))
@@ -133,7 +137,11 @@ def as_frame(model_input: Any) -> pd.DataFrame:
         frame = pd.DataFrame({"path": [str(model_input)]})
     else:
         items = [model_input] if isinstance(model_input, np.ndarray) and model_input.dtype.kind not in "OUS" else list(model_input)
-        frame = pd.DataFrame({"source": pd.Series(items, dtype=object)})
+        cells = np.empty(len(items), dtype=object)  # one cell per item, even when an item is an array
+        cells[:] = [None] * len(items)
+        for i, item in enumerate(items):
+            cells[i] = item
+        frame = pd.DataFrame({"source": cells})
     if not any(c in frame.columns for c in SOURCE_COLUMNS) and frame.shape[1] >= 1 and "source" not in frame.columns:
         frame = frame.rename(columns={frame.columns[0]: "source"})  # a frame MLflow made of a list: column 0
     return _explode(frame)

@@ -2,22 +2,16 @@
 
 The served model is a randomly initialised resnet18 at 64 px logged through medtl's own
 ``log_classifier`` (so it carries the signature, example and checksums a comparison's model does),
-registered and aliased ``champion`` in a sqlite store. A trained tiny model would not do: the test
-backbone is registered in this process only, and the server is another process.
+registered and aliased ``champion`` in a sqlite store (``benchmarks/bench_serving.py`` serves the same
+way, with the same helpers). A trained tiny model would not do: the test backbone is registered in
+this process only, and the server is another process.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -26,38 +20,11 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmarks.bench_serving import CLASSES, ModelServer, log_random_model
 from medtl.errors import ModelIntegrityError
 from tests.conftest import shared_path
-from tests.tracking.conftest import free_port
 
 NAME = "serve-model"
-CLASSES = ["clear", "marker"]
-
-
-def log_random_model(folder: Path, backbone: str = "resnet18", size: int = 64) -> str:
-    """A registered ``champion`` in a sqlite store in ``folder`` (the tracking URI must point there); returns its URI."""
-    from mlflow.tracking import MlflowClient
-
-    from medtl.config import PreprocessConfig
-    from medtl.models.registry import get_backbone
-    from medtl.models.transfer import create_model
-    from medtl.tracking.provenance import pip_requirements
-    from medtl.tracking.pyfunc import log_classifier, model_meta
-
-    torch.manual_seed(0)
-    model, _ = create_model(backbone, len(CLASSES), pretrained=False)
-    with torch.no_grad():
-        for p in model.parameters():  # larger head weights: different scans give clearly different probabilities
-            if p.ndim == 2:
-                p.mul_(20)
-    spec = get_backbone(backbone).weights.input_spec().with_size(size)
-    meta = model_meta(model, backbone, CLASSES, spec, PreprocessConfig(assume_modality="CT", window="lung"), "linear", "full")
-    mlflow.set_experiment("serving")
-    with mlflow.start_run() as run:
-        uri = log_classifier(run.info.run_id, model, meta, "# Model card: serve-model\n", pip_requirements(), tags={})
-    mv = mlflow.register_model(uri, NAME)
-    MlflowClient().set_registered_model_alias(NAME, "champion", mv.version)
-    return f"models:/{NAME}@champion"
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +33,7 @@ def registered(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.chdir(folder)
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-    yield log_random_model(folder), folder
+    yield log_random_model(NAME, "resnet18", 64), folder
     mp.undo()
 
 
@@ -87,52 +54,6 @@ def scans(tmp_path_factory) -> dict[str, Path]:
 
 def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
-
-
-class ModelServer:
-    """``mlflow models serve`` of a registry URI on 127.0.0.1, in its own process group, stopped at the end."""
-
-    def __init__(self, model_uri: str, folder: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = folder / f"serve-{self.port}.log"
-        cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-               "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
-        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])  # uvicorn, as in an active venv
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env, "PATH": path},
-                                         start_new_session=True)
-
-    def wait(self, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow models serve exited: {self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"mlflow models serve did not come up: {self.log.read_text()[-3000:]}")
-
-    def post(self, payload: dict) -> tuple[int, str]:
-        req = urllib.request.Request(f"{self.url}/invocations", data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=120) as r:
-                return r.status, r.read().decode()
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=20)
 
 
 def _medtl_predict(capsys, uri: str, paths: list[Path]) -> dict[str, dict[str, float]]:
