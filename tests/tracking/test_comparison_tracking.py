@@ -98,7 +98,8 @@ def test_artifacts_a_person_would_look_at(tracked) -> None:
         assert list(preds.columns) == ["domain", "patient", "label", "predicted", "p_clear", "p_marker"]
         assert len(preds) == r.data.metrics["test_n"] and all(is_hashed(p) for p in preds["patient"])
         card = (run_dir / "model_card.md").read_text()
-        for section in ("## Intended use", "## Data", "## Performance", "## Limitations", "scanner_a", "scanner_b"):
+        for section in ("## Intended use", "## Input arrays", "units: HU", "## Data", "## Performance", "## Limitations",
+                        "scanner_a", "scanner_b"):
             assert section in card, section
         auc = r.data.metrics["test_auc"]
         assert f"{auc:.3f} [{r.data.metrics['test_auc_ci_low']:.3f}, {r.data.metrics['test_auc_ci_high']:.3f}]" in card

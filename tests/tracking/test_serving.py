@@ -143,6 +143,8 @@ def test_content_rows_match_paths_in_process(registered, scans, tmp_path) -> Non
                                 "(missing: modality, photometric)"), errors[1]
     assert errors[2].startswith("row 2: a CT array must be in Hounsfield units"), errors[2]
     assert errors[3].startswith("row 3: MONOCHROME1 arrays are not accepted"), errors[3]
+    clf = model.unwrap_python_model().clf  # in-process, a pydicom dataset carries its own header
+    np.testing.assert_allclose(clf.predict_proba([ds])[0], by_path[CLASSES].to_numpy(float)[0], atol=1e-5)
 
     odd = model.predict(pd.DataFrame({"content": ["bm90IGEgc2Nhbg==", "%%", None], "path": [None, None, str(scans["ct"])],
                                       "filename": ["DOE_JOHN.dcm", None, None]}))
@@ -180,3 +182,20 @@ def test_an_edited_weights_file_or_swapped_class_map_is_refused(registered, tmp_
     torch.save(state, weights)
     with pytest.raises(ModelIntegrityError, match="weights.pt: the weights differ from what was logged at training"):
         mlflow.pyfunc.load_model(str(local))
+
+
+def test_mlflow_models_predict_takes_scan_bytes(registered, scans, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    uri, _ = registered
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps({"dataframe_split": {"columns": ["content"], "data": [[_b64(scans["nifti"])], ["@@"]]}}))
+    out = tmp_path / "out.json"
+    p = subprocess.run([sys.executable, "-m", "mlflow", "models", "predict", "-m", uri, "-i", str(rows), "-o", str(out),
+                        "-t", "json", "--env-manager", "local"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    got = json.loads(out.read_text())["predictions"]
+    direct = mlflow.pyfunc.load_model(uri).predict(pd.DataFrame({"path": [str(scans["nifti"])]}))
+    assert got[0]["clear"] == pytest.approx(float(direct["clear"][0]), abs=1e-6) and got[0]["error"] is None
+    assert got[1]["error"] == "row 1: `content` is not valid base64" and got[1]["clear"] is None
