@@ -85,6 +85,14 @@ class MedtlClassifier:
         self.model.eval()
 
     def _prepare(self, src: Any) -> torch.Tensor:
+        """One scan to a backbone input, on one torch thread (as DataLoader workers preprocess: a scan's
+        tensors are small, and on a busy machine intra-op threads mostly wait on each other)."""
+        from medtl.data.transforms import single_threaded
+
+        with single_threaded():
+            return self._prepare_one(src)
+
+    def _prepare_one(self, src: Any) -> torch.Tensor:
         from medtl.data.transforms import preprocess_scan
 
         if not isinstance(src, (str, Path, ScanBytes, ScanArray)):
@@ -151,7 +159,9 @@ class MedtlClassifier:
         srcs = serving.sources(model_input, self.limits)
         probs, errors = self.predict_each(srcs, public=True)
         out = pd.DataFrame(probs, columns=[str(c) for c in self.classes])
-        labels = probs.argmax(1) if len(probs) else np.zeros(0, int)
+        from medtl.metrics.classification import predicted_labels
+
+        labels = predicted_labels(np.nan_to_num(probs)) if len(probs) else np.zeros(0, int)  # as `medtl predict`
         out["label"] = pd.Series([None if e is not None else str(self.classes[k]) for k, e in zip(labels, errors)], dtype=object)
         out["error"] = pd.Series(errors, dtype=object)
         return out
