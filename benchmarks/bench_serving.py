@@ -48,24 +48,25 @@ def log_random_model(name: str, backbone: str = "resnet18", size: int = 224) -> 
     from mlflow.tracking import MlflowClient
 
     from medtl.config import PreprocessConfig
-    from medtl.models.registry import get_backbone
+    from medtl.models.registry import input_spec
     from medtl.models.transfer import create_model
     from medtl.tracking.provenance import pip_requirements
     from medtl.tracking.pyfunc import log_classifier, model_meta
 
     torch.manual_seed(0)
-    model, _ = create_model(backbone, len(CLASSES), pretrained=False)
+    model, _ = create_model(backbone, len(CLASSES), pretrained=False, spec=input_spec(backbone, size))
     with torch.no_grad():
         for p in model.parameters():
             if p.ndim == 2:
                 p.mul_(20)
-    spec = get_backbone(backbone).weights.input_spec().with_size(size)
-    meta = model_meta(model, backbone, CLASSES, spec, PreprocessConfig(assume_modality="CT", window="lung"), "linear", "full")
-    mlflow.set_experiment("serving")
-    with mlflow.start_run() as run:
-        uri = log_classifier(run.info.run_id, model, meta, f"# Model card: {name}\n", pip_requirements(), tags={})
+    meta = model_meta(model, CLASSES, PreprocessConfig(assume_modality="CT", window="lung"), "linear", "full")
+    client = MlflowClient()  # explicit ids: MLflow's process-wide current experiment and run stay untouched
+    experiment = client.get_experiment_by_name("serving")
+    run = client.create_run(experiment.experiment_id if experiment else client.create_experiment("serving"))
+    uri = log_classifier(run.info.run_id, model, meta, f"# Model card: {name}\n", pip_requirements(), tags={})
+    client.set_terminated(run.info.run_id)
     mv = mlflow.register_model(uri, name)
-    MlflowClient().set_registered_model_alias(name, "champion", mv.version)
+    client.set_registered_model_alias(name, "champion", mv.version)
     return f"models:/{name}@champion"
 
 
