@@ -40,7 +40,6 @@ META_FILE = "medtl_model.json"
 WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "model_card.md"
 ENTRY_POINT = Path(__file__).with_name("pyfunc_model.py")
-CHECKSUMS = "medtl_sha256"  # model_config key: artifact name -> sha256 at logging
 OUTPUT_COLUMNS = ("label", "error")
 
 
@@ -213,8 +212,8 @@ def log_classifier(run_id: str, model: torch.nn.Module, meta: dict[str, Any], ca
                    tags: dict[str, str]) -> str:
     """Log the model (weights, preprocessing, card) on ``run_id``; returns its ``models:/<id>`` URI.
 
-    The files' checksums go on the run (tags ``medtl.sha256.<file>``) and into the model (its
-    ``model_config``, checked by every load).
+    The files' checksums go on the run (tags ``medtl.sha256.<file>``) and into the model (its MLmodel
+    ``metadata``, checked by every load).
     """
     import tempfile
 
@@ -239,7 +238,7 @@ def log_classifier(run_id: str, model: torch.nn.Module, meta: dict[str, Any], ca
             flavor_name="pyfunc.ModelFromCode", run_id=run_id,
             python_model=str(ENTRY_POINT), artifacts={**files, "model_card": str(Path(tmp) / CARD_FILE)},
             code_paths=[str(Path(medtl.__file__).parent)], pip_requirements=list(pip_requirements),
-            signature=signature(meta["classes"]), input_example=input_example(), model_config={CHECKSUMS: sums},
+            signature=signature(meta["classes"]), input_example=input_example(),
             metadata={"medtl": {**{k: meta[k] for k in ("backbone", "classes", "strategy", "head", "layer")}, "sha256": sums}},
             tags=tags,
         )
@@ -248,13 +247,26 @@ def log_classifier(run_id: str, model: torch.nn.Module, meta: dict[str, Any], ca
     return info.model_uri
 
 
+def recorded_checksums(artifacts: dict[str, str]) -> dict[str, str] | None:
+    """The checksums in the MLmodel file beside the artifacts (``<model>/artifacts/<file>``)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+
+    folder = Path(artifacts["meta"]).parents[1]
+    try:
+        metadata = Model.load(str(folder)).metadata or {}
+    except (OSError, MlflowException):
+        return None
+    return (metadata.get("medtl") or {}).get("sha256")
+
+
 class MedtlPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow wrapper: ``predict`` returns one row per input row (probabilities, ``label``, ``error``)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         from medtl.tracking.registry import verify_checksums
 
-        verify_checksums(context.artifacts, (context.model_config or {}).get(CHECKSUMS))
+        verify_checksums(context.artifacts, recorded_checksums(context.artifacts))
         meta = json.loads(Path(context.artifacts["meta"]).read_text())
         state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
         self.clf = MedtlClassifier(meta, state, Limits.from_env())
