@@ -114,6 +114,9 @@ class BackboneConfig(_Strict):
                                                                          "random) or none (random initialisation)")
 
 
+_KIND = "what the arm trains (medtl compare --help lists the kinds); default: the name, when the name is a kind"
+
+
 class _Strategy(_Strict):
     """What every arm has: a name (``kind`` defaults to it), its epochs and base rate."""
 
@@ -125,7 +128,7 @@ class _Strategy(_Strict):
 class FrozenConfig(_Strategy):
     """A head on features cached from the frozen backbone (``medtl.training.strategies.frozen``)."""
 
-    kind: Literal["frozen"] = "frozen"
+    kind: Literal["frozen"] = Field("frozen", description=_KIND)
     head: Literal["linear", "mlp"] = Field("linear", description="the head on the frozen features: linear or mlp")
     layer: str | None = Field(None, description="which layer group's pooled output feeds the head; null: the last")
     layers: list[str] | Literal["all"] | None = Field(None, description="a layer sweep: a head per group (or all), the "
@@ -150,11 +153,11 @@ class _FineTune(_Strategy):
 
 
 class FullConfig(_FineTune):
-    kind: Literal["full"] = "full"
+    kind: Literal["full"] = Field("full", description=_KIND)
 
 
 class ScratchConfig(_FineTune):
-    kind: Literal["scratch"] = "scratch"
+    kind: Literal["scratch"] = Field("scratch", description=_KIND)
 
     @model_validator(mode="after")
     def _no_imagenet_stats(self) -> ScratchConfig:
@@ -164,13 +167,13 @@ class ScratchConfig(_FineTune):
 
 
 class ProgressiveConfig(_FineTune):
-    kind: Literal["progressive"] = "progressive"
+    kind: Literal["progressive"] = Field("progressive", description=_KIND)
     unfreeze_every: int = Field(default=1, ge=1, description="epochs between unfreezes, top group first")
     lr_factor: float = Field(default=2.6, gt=0, description="ULMFiT's divisor of the learning rate per group down from the head")
 
 
 class SurgicalConfig(_FineTune):
-    kind: Literal["surgical"] = "surgical"
+    kind: Literal["surgical"] = Field("surgical", description=_KIND)
     groups: list[str] = Field(default_factory=list, description="the layer groups trained beside the head")
 
     @model_validator(mode="after")
@@ -181,7 +184,7 @@ class SurgicalConfig(_FineTune):
 
 
 class LpFtConfig(_FineTune):
-    kind: Literal["lp-ft"] = "lp-ft"
+    kind: Literal["lp-ft"] = Field("lp-ft", description=_KIND)
     probe_epochs: int = Field(default=10, ge=1, description="linear-probe epochs on cached features before fine-tuning")
     ft_lr_scale: float = Field(default=0.1, gt=0, description="fine-tuning learning rate = lr * this")
 
