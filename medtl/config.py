@@ -16,6 +16,9 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdap
 
 from medtl.errors import ConfigError, MedtlWarning
 
+KIND_HELP = "what the arm trains (its strategy kind); default: the name, when the name is a kind"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
 
@@ -114,9 +117,6 @@ class BackboneConfig(_Strict):
                                                                          "random) or none (random initialisation)")
 
 
-_KIND = "what the arm trains (medtl compare --help lists the kinds); default: the name, when the name is a kind"
-
-
 class _Strategy(_Strict):
     """What every arm has: a name (``kind`` defaults to it), its epochs and base rate."""
 
@@ -128,7 +128,7 @@ class _Strategy(_Strict):
 class FrozenConfig(_Strategy):
     """A head on features cached from the frozen backbone (``medtl.training.strategies.frozen``)."""
 
-    kind: Literal["frozen"] = Field("frozen", description=_KIND)
+    kind: Literal["frozen"] = Field("frozen", description=KIND_HELP)
     head: Literal["linear", "mlp"] = Field("linear", description="the head on the frozen features: linear or mlp")
     layer: str | None = Field(None, description="which layer group's pooled output feeds the head; null: the last")
     layers: list[str] | Literal["all"] | None = Field(None, description="a layer sweep: a head per group (or all), the "
@@ -153,11 +153,11 @@ class _FineTune(_Strategy):
 
 
 class FullConfig(_FineTune):
-    kind: Literal["full"] = Field("full", description=_KIND)
+    kind: Literal["full"] = Field("full", description=KIND_HELP)
 
 
 class ScratchConfig(_FineTune):
-    kind: Literal["scratch"] = Field("scratch", description=_KIND)
+    kind: Literal["scratch"] = Field("scratch", description=KIND_HELP)
 
     @model_validator(mode="after")
     def _no_imagenet_stats(self) -> ScratchConfig:
@@ -167,13 +167,13 @@ class ScratchConfig(_FineTune):
 
 
 class ProgressiveConfig(_FineTune):
-    kind: Literal["progressive"] = Field("progressive", description=_KIND)
+    kind: Literal["progressive"] = Field("progressive", description=KIND_HELP)
     unfreeze_every: int = Field(default=1, ge=1, description="epochs between unfreezes, top group first")
     lr_factor: float = Field(default=2.6, gt=0, description="ULMFiT's divisor of the learning rate per group down from the head")
 
 
 class SurgicalConfig(_FineTune):
-    kind: Literal["surgical"] = Field("surgical", description=_KIND)
+    kind: Literal["surgical"] = Field("surgical", description=KIND_HELP)
     groups: list[str] = Field(default_factory=list, description="the layer groups trained beside the head")
 
     @model_validator(mode="after")
@@ -184,7 +184,7 @@ class SurgicalConfig(_FineTune):
 
 
 class LpFtConfig(_FineTune):
-    kind: Literal["lp-ft"] = Field("lp-ft", description=_KIND)
+    kind: Literal["lp-ft"] = Field("lp-ft", description=KIND_HELP)
     probe_epochs: int = Field(default=10, ge=1, description="linear-probe epochs on cached features before fine-tuning")
     ft_lr_scale: float = Field(default=0.1, gt=0, description="fine-tuning learning rate = lr * this")
 
