@@ -30,6 +30,7 @@ from medtl.domains import ShiftProbe
 from medtl.metrics.summary import summarize
 from medtl.models.registry import InputSpec, get_backbone
 from medtl.models.transfer import BuiltBackbone, TransferModel, build_backbone, create_model, make_head
+from medtl.preflight import preflight
 from medtl.training.distributed import SINGLE, DistContext, barrier, distributed_loader, process_group
 from medtl.training.feature_cache import Features, FeatureCache, feature_key
 from medtl.training.loop import (Checkpointer, FitOptions, FitResult, fit, predict_probs, resolve_device, seed_everything,
@@ -363,6 +364,7 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
     Under ``torchrun`` every rank runs this: fine-tuning arms train data-parallel (DDP), frozen heads
     are trained alike on every rank, and only rank 0 tracks (other ranks get no tracker) and writes.
     """
+    preflight(cfg)  # every arm's settings against the backbone and the machine, before any work
     ctx = DistContext.from_env()
     tracker = tracker if tracker is not None and ctx.is_main else NullTracker()
     device = ctx.device(cfg.train.device) if ctx.active else resolve_device(cfg.train.device)

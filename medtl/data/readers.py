@@ -41,6 +41,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 
+from medtl.data.paths import check_scan_path, os_reason
 from medtl.errors import ScanError
 from medtl.privacy import SAFE_DICOM_KEYWORDS, hash_id
 
@@ -567,6 +568,8 @@ def reason(e: BaseException) -> str:
     """A plain one-line reason for a library exception, without the values it may quote."""
     if isinstance(e, _Plain):
         return str(e)
+    if isinstance(e, OSError) and e.errno is not None:  # the OS's own failure (vanished, denied, I/O), not the format's
+        return os_reason(e)
     text = re.sub(r"\S*[/\\]\S*", "<file>", " ".join(str(e).split()))  # the path is the error's subject already
     low = text.lower()
     if isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)) or "truncated" in low or "ended before" in low \
@@ -597,6 +600,7 @@ def _check_size(subject: Any, info: ScanInfo) -> None:
 
 def read_scan(path: str | Path) -> tuple[MetaTensor, ScanInfo]:
     """Load one scan channel-first through MONAI; arrays are float32 in the scan's own units."""
+    check_scan_path(npz_ref(path)[0] if npz_ref(path) else path, subject=path)  # loops, FIFOs, devices: never opened
     if npz_ref(path) is not None:
         return read_npz_image(path)
     p = Path(path)

@@ -8,6 +8,7 @@ Every entry pairs a path with the exact problem medtl must report for it (INTERF
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,9 +192,42 @@ def build_corpus(root: Path) -> list[Broken]:
     Image.fromarray(np.zeros((1, 64), np.uint8)).save(root / "one_line.png")
     add("a one-pixel-high image", root / "one_line.png", "image too small to be a scan (shape (1, 64))")
 
+    items += _os_corpus(root)
     for f in root.glob("_*"):
         f.unlink()
     return items
+
+
+def _os_corpus(root: Path) -> list[Broken]:
+    """What the operating system throws: loops, pipes, devices, dangling links, unreadable files.
+
+    A FIFO or ``/dev/zero`` named ``.dcm`` would block or never end if opened: medtl must refuse
+    them from ``os.stat`` alone. A symlink to a broken file is reported under the link's own path.
+    """
+    out: list[Broken] = []
+    os.symlink("loop_b.dcm", root / "loop_a.dcm")  # relative, as a copied export leaves them
+    os.symlink("loop_a.dcm", root / "loop_b.dcm")
+    out.append(Broken("relative symlink loop", root / "loop_a.dcm", "symlink loop (the link leads back to itself)"))
+    os.symlink("self_loop.nii.gz", root / "self_loop.nii.gz")
+    out.append(Broken("symlink to itself (NIfTI name)", root / "self_loop.nii.gz", "symlink loop (the link leads back to itself)"))
+    os.mkfifo(root / "fifo.dcm")
+    out.append(Broken("FIFO named .dcm", root / "fifo.dcm",
+                      "not a regular file but a named pipe (FIFO); medtl reads files and folders only"))
+    os.symlink("/dev/zero", root / "device.dcm")
+    out.append(Broken("character device named .dcm (/dev/zero)", root / "device.dcm",
+                      "not a regular file but a character device; medtl reads files and folders only"))
+    os.symlink("vanished.dcm", root / "dangling.dcm")
+    out.append(Broken("symlink whose target is gone", root / "dangling.dcm", "broken symlink (its target does not exist)"))
+    os.symlink("truncated_pixels.dcm", root / "link_to_truncated.dcm")
+    n = 48 * 48 * 2
+    out.append(Broken("symlink to a truncated DICOM", root / "link_to_truncated.dcm",
+                      f"file is truncated (pixel data has {n - 2000} of {n} bytes)"))
+    if os.geteuid() != 0:  # root reads any file whatever its mode; test_os_errors covers it by injection
+        p = root / "unreadable.dcm"
+        p.write_bytes(b"DICM")
+        p.chmod(0)
+        out.append(Broken("file this user may not read", p, "permission denied (this user may not read it)"))
+    return out
 
 
 def build_no_decoder(root: Path) -> Broken:
