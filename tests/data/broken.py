@@ -8,6 +8,7 @@ Every entry pairs a path with the exact problem medtl must report for it (INTERF
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,8 +19,11 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.dataelem import DataElement
+from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEG2000Lossless, generate_uid
+from pydicom.filebase import DicomFileLike
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
 
 from medtl.data.synthetic import write_ct_dicom, write_ct_series
 
@@ -193,9 +197,64 @@ def build_corpus(root: Path) -> list[Broken]:
     add("a one-pixel-high image", root / "one_line.png", "image too small to be a scan (shape (1, 64))")
 
     items += _os_corpus(root)
+    items += lying_headers(root, good)
     for f in root.glob("_*"):
         f.unlink()
     return items
+
+
+def lying_nifti(path: Path, shape: tuple[int, ...], voxels: int = 8000) -> Path:
+    """A .nii.gz whose header claims ``shape`` (float32) but which holds ``voxels`` values: tens of KB."""
+    header = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)).header
+    header.set_data_shape(shape)
+    data = np.random.default_rng(0).normal(size=voxels).astype(np.float32).tobytes()
+    path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + data, mtime=0))
+    return path
+
+
+def lying_headers(root: Path, good: Path) -> list[Broken]:
+    """Headers that lie about the data behind them, and compressed data that is not what it says."""
+    out: list[Broken] = []
+    add = lambda name, path, problem: out.append(Broken(name, path, problem))  # noqa: E731
+    n = 48 * 48 * 2
+    add("Rows smaller than the pixel data (read as a wrong image before)", _edit(good, root / "rows_too_small.dcm", Rows=10),
+        f"pixel data is longer than the header's image size ({n} bytes, but 10 rows x 48 columns x 1 frame(s) x "
+        "1 sample(s) x 16 bits = 960 bytes): Rows, Columns, NumberOfFrames, SamplesPerPixel or BitsAllocated is wrong")
+
+    ds = pydicom.dcmread(good)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    with open(root / "deflate_over_plain.dcm", "wb") as f:  # the meta says deflated; the data set is written plain
+        f.write(b"\0" * 128 + b"DICM")
+        fp = DicomFileLike(f)
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
+        write_dataset(fp, ds)
+    add("deflate transfer syntax over plain data", root / "deflate_over_plain.dcm",
+        "the file meta says the data set is deflated (Deflated Explicit VR Little Endian) but it is not deflate data "
+        "(zlib: invalid stored block lengths): the transfer syntax in the file meta is wrong")
+
+    ds = pydicom.dcmread(good)
+    ds.compress(RLELossless)
+    ds.PixelData = encapsulate([bytes(range(256)) * 2])
+    ds.save_as(root / "rle_garbage.dcm")
+    add("RLE with a corrupt header", root / "rle_garbage.dcm",
+        "compressed pixel data cannot be decoded (pydicom: The RLE header specifies an invalid number of segments "
+        "(50462976))")
+
+    ds = pydicom.dcmread(get_testdata_file("JPEGLSNearLossless_16.dcm"))
+    ds.PixelData = encapsulate([np.random.default_rng(1).bytes(600)])
+    ds.save_as(root / "jpegls_garbage.dcm")
+    add("JPEG-LS whose stream is garbage", root / "jpegls_garbage.dcm",
+        "compressed pixel data cannot be decoded (pylibjpeg: libjpeg error code '…' returned from Decode(): "
+        "A misplaced marker segment was found - stream does not contain a JPEG …)")
+
+    add(".nii.gz of 30 KB claiming 2 GiB", lying_nifti(root / "claims_2gib.nii.gz", (1024, 1024, 512)),
+        "header claims 2.0 GiB of voxel data (1024x1024x512 voxels of float32) but the file is 29.0 KiB: gzip expands "
+        "at most 1032x, so the header is wrong or the file is truncated; not decompressed")
+    add(".nii.gz claiming 64 GiB", lying_nifti(root / "claims_64gib.nii.gz", (4096, 4096, 1024)),
+        "header claims 64.0 GiB of voxel data (4096x4096x1024 voxels of float32), over the limit of 4.0 GiB per scan; "
+        "not read (set MEDTL_MAX_SCAN_BYTES to raise the limit)")
+    return out
 
 
 def _os_corpus(root: Path) -> list[Broken]:

@@ -18,6 +18,7 @@ version for that reason.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from pydicom.errors import InvalidDicomError
 
 from medtl.data.readers.base import MonaiScanReader, Source
 from medtl.data.readers.dicom_checks import (
+    deflate_reason,
+    check_native_size,
     check_pixel_data,
     check_truncated,
     check_types,
@@ -123,6 +126,7 @@ class MedtlDicomReader(PydicomReader):
         per series); the rest is looked into when pydicom fails, so good files pay nothing for it.
         """
         check_truncated(img)
+        check_native_size(img)
         if check_values:
             check_types(img, values=True)
         try:
@@ -242,6 +246,11 @@ class DicomScanReader(MonaiScanReader):
             except Exception:  # noqa: BLE001
                 raise ScanError(path, "not a DICOM, NIfTI or image file") from None
         return super().read(path)
+
+    def why(self, path: Path, error: BaseException) -> str:
+        if isinstance(error, zlib.error):  # inflating failed: a deflate claim over plain data, or corrupt data
+            return deflate_reason(path, error) or reason(error)
+        return reason(error)
 
     def get_data(self, loaded: MetaTensor, path: Path) -> tuple[MetaTensor, ScanInfo]:
         meta, img = loaded.meta, loaded.as_tensor()
