@@ -65,7 +65,6 @@ def logged_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     import mlflow
 
     from medtl.config import PreprocessConfig
-    from medtl.models.registry import get_backbone
     from medtl.models.transfer import create_model
     from medtl.tracking.pyfunc import log_classifier, model_meta
 
@@ -73,9 +72,7 @@ def logged_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     db = root / "mlflow.db"
     mlflow.set_tracking_uri(f"sqlite:///{db}")
     model, _ = create_model("tiny", 2, pretrained=False)
-    spec = get_backbone("tiny").weights.input_spec()
-    meta = model_meta(model, "tiny", ["clear", "marker"], spec, PreprocessConfig(assume_modality="CT", window="lung"),
-                      "linear", "full")
+    meta = model_meta(model, ["clear", "marker"], PreprocessConfig(assume_modality="CT", window="lung"), "linear", "full")
     with mlflow.start_run() as run:
         log_classifier(run.info.run_id, model, meta, "tiny model card", [], {})
     return f"runs:/{run.info.run_id}/model", db
@@ -118,3 +115,27 @@ def test_predict_where_there_is_no_store_leaves_no_mlflow_db(logged_model, tmp_p
     assert main(["predict", "--json", str(folder), str(scan)]) == 0, "a model folder needs no store"
     assert json.loads(capsys.readouterr().out)[0]["path"] == str(scan)
     assert list(empty.iterdir()) == [], "no empty mlflow.db (nor anything else) left behind"
+
+
+def test_evaluate_reports_each_row_the_os_refuses_and_scores_the_rest(logged_model, tmp_path, monkeypatch, capsys) -> None:
+    """A relative symlink loop and a FIFO among good rows: each its own line, the metrics from the good rows."""
+    from medtl.cli import main
+
+    uri, db = logged_model
+    rng = np.random.default_rng(3)
+    rows = [{"path": str(write_ct_dicom(tmp_path / f"g{i}.dcm", rng.normal(0, 200, (40, 40)), 0.8, f"G{i}", "Good^G")),
+             "label": "marker" if i % 2 else "clear", "patient_id": f"G{i}"} for i in range(6)]
+    os.symlink("loop_b.dcm", tmp_path / "loop_a.dcm")
+    os.symlink("loop_a.dcm", tmp_path / "loop_b.dcm")
+    os.mkfifo(tmp_path / "fifo.dcm")
+    rows += [{"path": "loop_a.dcm", "label": "clear", "patient_id": "B1"},  # relative: resolved against the manifest
+             {"path": "fifo.dcm", "label": "marker", "patient_id": "B2"}]
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+    code = main(["evaluate", "--json", "--bootstrap", "10", uri, str(tmp_path / "manifest.csv")])
+    out = capsys.readouterr()
+    assert code == 1
+    assert out.err.strip().splitlines() == [
+        f"medtl: error: {tmp_path / 'loop_a.dcm'}: symlink loop (the link leads back to itself)",
+        f"medtl: error: {tmp_path / 'fifo.dcm'}: not a regular file but a named pipe (FIFO); medtl reads files and folders only"]
+    assert json.loads(out.out)["overall"]["n"] == 6
