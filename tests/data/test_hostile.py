@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,21 @@ from medtl.errors import ConfigError, ScanError
 
 
 def medtl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "medtl", *args], capture_output=True, text=True, timeout=300, cwd=cwd)
+    """The CLI in this process (its imports paid once): exit code and captured output, like a subprocess."""
+    import contextlib
+    import io
+    import os
+
+    from medtl.cli import main
+
+    out, err, before = io.StringIO(), io.StringIO(), Path.cwd()
+    try:
+        os.chdir(cwd or before)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture()

@@ -3,8 +3,6 @@ and data that cannot answer the question is refused before any training."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +45,16 @@ def test_backbone_groups_come_from_the_architecture_without_weights() -> None:
     assert backbone_groups("resnet18") == ["stem", "layer1", "layer2", "layer3", "layer4"]
 
 
-def test_cli_compare_with_an_unavailable_device_exits_2_in_one_line(tmp_path) -> None:
+def test_cli_compare_with_an_unavailable_device_exits_2_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    from medtl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data: {manifest: m.csv}\ntrain: {device: 'cuda:99'}\n")
-    p = subprocess.run([sys.executable, "-m", "medtl", "compare", str(cfg)], capture_output=True, text=True,
-                       timeout=300, cwd=tmp_path)
-    assert p.returncode == 2 and p.stderr.startswith("medtl: error: train.device: 'cuda:99': this machine has"), p.stderr
-    assert len(p.stderr.strip().splitlines()) == 1
+    assert main(["compare", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medtl: error: train.device: 'cuda:99': this machine has") and len(err.strip().splitlines()) == 1
 
 
 def _split_manifest(root: Path, labels: list[str], splits: list[str]) -> Path:
