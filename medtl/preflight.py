@@ -67,11 +67,23 @@ def check_strategy(s: StrategyConfig, groups: list[str], cfg: ExperimentConfig) 
     build_schedule(s, (*groups, HEAD), cfg.train)  # surgical groups and the rest of the schedule
 
 
+def check_world(cfg: ExperimentConfig) -> None:
+    """Under ``torchrun`` a fine-tuning arm splits each global batch across the processes: it must divide
+    (found otherwise when the first such arm builds its loader, after the arms before it trained)."""
+    from medtl.training.distributed import DistContext
+
+    ctx = DistContext.from_env()
+    bs = cfg.train.batch_size
+    if ctx.active and bs % ctx.world_size and any(s.kind != "frozen" for s in cfg.strategies):
+        raise ConfigError("train.batch_size", f"{bs} is the global batch; it must divide by the {ctx.world_size} processes")
+
+
 def preflight(cfg: ExperimentConfig) -> None:
     """Raise the first ``ConfigError`` any arm would meet, before data is read or a run is started."""
     from medtl.data.transforms import build_augmentations
 
     check_device(cfg.train.device)
+    check_world(cfg)
     groups = backbone_groups(cfg.backbone.name)
     for s in cfg.strategies:
         check_strategy(s, groups, cfg)

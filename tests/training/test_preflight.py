@@ -40,6 +40,14 @@ def test_a_bad_arm_is_refused_before_data_is_read_or_any_arm_trains(tmp_path, mo
     assert not (tmp_path / ".medtl").exists(), "no run folder, no cache: nothing started"
 
 
+def test_a_batch_that_torchrun_cannot_split_is_refused_before_the_first_arm(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "3")  # as torchrun --nproc-per-node 3 sets it (rank 0)
+    cfg = tiny_config(tmp_path / "no-such-manifest.csv")  # frozen first: its heads never split a batch
+    with pytest.raises(ConfigError, match=r"train.batch_size: 8 is the global batch; it must divide by the 3 processes"):
+        api.compare(cfg, track=False)
+
+
 def test_backbone_groups_come_from_the_architecture_without_weights() -> None:
     assert backbone_groups("tiny") == ["stem", "stage1", "stage2"]
     assert backbone_groups("resnet18") == ["stem", "layer1", "layer2", "layer3", "layer4"]
