@@ -281,6 +281,16 @@ def _os_corpus(root: Path) -> list[Broken]:
     n = 48 * 48 * 2
     out.append(Broken("symlink to a truncated DICOM", root / "link_to_truncated.dcm",
                       f"file is truncated (pixel data has {n - 2000} of {n} bytes)"))
+    rng = np.random.default_rng(5)
+    for name, make in (("gap", lambda p: os.symlink("IM9999.dcm", p)), ("pipe", os.mkfifo)):
+        folder = root / f"series_with_{name}_slice"
+        write_ct_series(folder, rng.normal(0, 100, (4, 32, 32)), 0.7, 2.0, "GAP", "Gap^G")
+        (folder / "IM0002.dcm").unlink()
+        make(folder / "IM0002.dcm")
+    out.append(Broken("series whose slice is a link to nothing", root / "series_with_gap_slice",
+                      "slice IM0002.dcm: broken symlink (its target does not exist)"))
+    out.append(Broken("series whose slice is a FIFO", root / "series_with_pipe_slice",
+                      "slice IM0002.dcm: not a regular file but a named pipe (FIFO); medtl reads files and folders only"))
     if os.geteuid() != 0:  # root reads any file whatever its mode; test_os_errors covers it by injection
         p = root / "unreadable.dcm"
         p.write_bytes(b"DICM")

@@ -28,6 +28,7 @@ import pydicom
 from monai.data import MetaTensor, PydicomReader
 from pydicom.errors import InvalidDicomError
 
+from medtl.data.paths import check_scan_path
 from medtl.data.readers.base import MonaiScanReader, Source
 from medtl.data.readers.dicom_checks import (
     deflate_reason,
@@ -188,12 +189,24 @@ class MedtlDicomReader(PydicomReader):
 
 
 
+def _check_special_entries(folder: Path) -> None:
+    """A slice-like entry (``.dcm`` or no suffix) that is not a regular file (a symlink loop or to nothing,
+    a FIFO, a device) is an error naming it, never a slice silently missing from the volume; none is opened."""
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in (".dcm", "") and not p.name.startswith(".") and not p.is_file() and not p.is_dir():
+            try:
+                check_scan_path(p)
+            except ScanError as e:
+                raise PlainError(f"slice {p.name}: {e.problem}") from None
+
+
 def _read_series_folder(folder: Path, kwargs: dict[str, Any]) -> tuple[list[pydicom.Dataset], list[str]]:
     """Every DICOM image in a folder, read once; one series or a plain error.
 
     Files that are not DICOM at all (notes, thumbnails, no ``.dcm`` suffix) and a DICOMDIR are
     skipped; a ``.dcm`` file that cannot be read is an error naming it.
     """
+    _check_special_entries(folder)
     files = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
     if not files:
         raise PlainError("folder is empty (no DICOM files)")
