@@ -177,10 +177,11 @@ def cmd_inspect(a: argparse.Namespace) -> int:
         except MedtlError as e:
             failed += 1
             sys.stderr.write(f"medtl: error: {e}\n")
+            results.append({"path": str(p), "error": e.problem})  # --json keeps one object per path, in order
     if a.json:
-        print(json.dumps(results if len(a.paths) > 1 else (results[0] if results else {}), indent=2, default=str))
+        print(json.dumps(results if len(a.paths) > 1 else results[0], indent=2, default=str))
     else:
-        print("\n".join(_inspect_text(r) for r in results))
+        print("\n".join(_inspect_text(r) for r in results if "error" not in r))
     return 1 if failed else 0
 
 

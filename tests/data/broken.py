@@ -84,7 +84,7 @@ def build_corpus(root: Path) -> list[Broken]:
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
     ds.save_as(root / "report_object.dcm", enforce_file_format=False)
     add("DICOM that is not an image (structured report)", root / "report_object.dcm",
-        "no pixel data (not an image object: Basic Text SR Storage)")
+        "is a structured report (Basic Text SR Storage), not an image")
 
     ds = pydicom.dcmread(good)
     ds[0x00280010] = DataElement(0x00280010, "LO", "forty-eight")
@@ -238,15 +238,15 @@ def lying_headers(root: Path, good: Path) -> list[Broken]:
     ds.PixelData = encapsulate([bytes(range(256)) * 2])
     ds.save_as(root / "rle_garbage.dcm")
     add("RLE with a corrupt header", root / "rle_garbage.dcm",
-        "compressed pixel data cannot be decoded (pydicom: The RLE header specifies an invalid number of segments "
-        "(50462976))")
+        "compressed pixel data (RLE Lossless) that no installed decoder can decode; it may be corrupt (pydicom: The RLE "
+        "header specifies an invalid number of segments (50462976))")
 
     ds = pydicom.dcmread(get_testdata_file("JPEGLSNearLossless_16.dcm"))
     ds.PixelData = encapsulate([np.random.default_rng(1).bytes(600)])
     ds.save_as(root / "jpegls_garbage.dcm")
     add("JPEG-LS whose stream is garbage", root / "jpegls_garbage.dcm",
-        "compressed pixel data cannot be decoded (pylibjpeg: libjpeg error code '…' returned from Decode(): "
-        "A misplaced marker segment was found - stream does not contain a JPEG …)")
+        "compressed pixel data (JPEG-LS Lossy (Near-Lossless) Image Compression) that no installed decoder can decode; "
+        "it may be corrupt (pylibjpeg: A misplaced marker segment was found)")
 
     add(".nii.gz of 30 KB claiming 2 GiB", lying_nifti(root / "claims_2gib.nii.gz", (1024, 1024, 512)),
         "header claims 2.0 GiB of voxel data (1024x1024x512 voxels of float32) but the file is 29.0 KiB: gzip expands "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import textwrap
 import zlib
 
 from pydicom.errors import InvalidDicomError
@@ -23,23 +24,7 @@ class PlainError(ValueError):
 def _scrub(text: str, limit: int = 160) -> str:
     """Library messages may quote header values: drop anything quoted; a long one is cut between words."""
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", " ".join(text.split()))
-    if len(text) <= limit:
-        return text
-    cut = text[:limit].rsplit(" ", 1)[0].rstrip(",;:(")
-    return f"{cut} …"
-
-
-_ALL_PLUGINS = "unable to decode as exceptions were raised by all available plugins:"
-
-
-def _decoder_failure(text: str) -> str | None:
-    """pydicom's "all plugins failed" message, as the first plugin's own reason (the news) in plain words."""
-    low = text.lower()
-    if _ALL_PLUGINS not in low:
-        return None
-    first = text[low.index(_ALL_PLUGINS) + len(_ALL_PLUGINS):].strip()
-    plugin, _, why = first.partition(": ")
-    return f"compressed pixel data cannot be decoded ({plugin}: {_scrub(why, 120)})"
+    return textwrap.shorten(text, limit, placeholder=" …")  # cut between words, never inside one
 
 
 def reason(e: BaseException) -> str:
@@ -52,9 +37,6 @@ def reason(e: BaseException) -> str:
     low = text.lower()
     if isinstance(e, zlib.error) and "incomplete" not in low and "truncated" not in low:
         return f"compressed data is corrupt (not valid deflate data: {_scrub(text.split(': ')[-1], 60)})"
-    decoding = _decoder_failure(text)
-    if decoding is not None:
-        return decoding
     if isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)) or "truncated" in low or "ended before" in low \
             or "end of file" in low or "unexpected end" in low:
         if "not a gzipped file" in low:
