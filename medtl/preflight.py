@@ -54,17 +54,15 @@ def backbone_groups(name: str) -> list[str]:
 
 
 def check_strategy(s: StrategyConfig, groups: list[str], cfg: ExperimentConfig) -> None:
-    """One arm against the backbone's groups: its layer(s) if frozen, its schedule otherwise."""
-    from medtl.training.strategies import HEAD, build_schedule
+    """One arm against the backbone's groups: its kind has a home, its schedule builds over the groups
+    (a surgical arm's ``groups``), and a frozen arm's ``layer``/``layers`` are among them."""
+    from medtl.training.schedule import HEAD
+    from medtl.training.strategies import strategy_for
+    from medtl.training.strategies.frozen import sweep_layers
 
+    strategy_for(s).schedule((*groups, HEAD), cfg.train)
     if s.kind == "frozen":
-        key = "layers" if s.layers is not None else "layer"
-        wanted = [] if s.layers == "all" else list(s.layers or ([s.layer] if s.layer else []))
-        unknown = [g for g in wanted if g not in groups]
-        if unknown:
-            raise ConfigError(f"strategies.{s.name}.{key}", f"unknown layer group(s) {unknown} (groups: {', '.join(groups)})")
-        return
-    build_schedule(s, (*groups, HEAD), cfg.train)  # surgical groups and the rest of the schedule
+        sweep_layers(s, groups)  # type: ignore[arg-type]
 
 
 def check_world(cfg: ExperimentConfig) -> None:

@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from medtl import api
 from medtl.privacy import is_hashed
-from tests.conftest import tiny_config
+from tests.conftest import artifact_files, tiny_config
 
 PROVENANCE = ("medtl.version", "medtl.git_commit", "medtl.manifest_sha256", "medtl.data_fingerprint", "medtl.seed")
 
@@ -71,23 +71,16 @@ def test_parent_and_children_carry_provenance_and_metrics(tracked, identified_da
     assert client.get_metric_history(children["frozen"].info.run_id, "unfrozen_groups")[0].value == 0.0
 
 
-def _files(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
-    out = set()
-    for f in client.list_artifacts(run_id, path):
-        out |= _files(client, run_id, f.path) if f.is_dir else {f.path}
-    return out
-
-
 def test_artifacts_a_person_would_look_at(tracked) -> None:
     comp, uri, client, parent, children, _ = tracked
     assert {"config.yaml", "data.json", "curation/report.md", "plots/comparison.png", "comparison.md",
-            "registry_decision.json"} <= _files(client, parent.info.run_id)
+            "registry_decision.json"} <= artifact_files(client, parent.info.run_id)
     local = Path(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, tracking_uri=uri))
     summary = (local / "comparison.md").read_text()
     assert "| strategy |" in summary and "frozen" in summary and "full" in summary
     assert "file-" in (local / "curation" / "report.md").read_text(), "the quarantined file is named by a token"
     for name, r in children.items():
-        files = _files(client, r.info.run_id)
+        files = artifact_files(client, r.info.run_id)
         assert {"plots/learning_curves.png", "plots/confusion_matrix.png", "plots/roc.png", "plots/calibration.png",
                 "predictions.json", "history.json", "model_card.md"} <= files, name
         run_dir = Path(mlflow.artifacts.download_artifacts(run_id=r.info.run_id, tracking_uri=uri))
@@ -257,6 +250,44 @@ def test_a_bad_scan_costs_only_its_row(tracked, identified_data, tmp_path, capsy
     assert rc == 1 and len(stderr.strip().splitlines()) == 1 and "['cyst'] unknown to the model" in stderr
     rc, stdout, stderr = _cli(capsys, "predict", "models:/no-such-model@champion", good)
     assert rc == 1 and stderr.startswith("medtl: error: models:/no-such-model@champion: cannot load this model")
+
+
+def test_compare_ends_with_what_was_chosen_why_and_where(tracked) -> None:
+    from medtl.tracking.results import outcome_lines
+
+    comp, uri, *_ = tracked
+    lines = outcome_lines(comp, uri)
+    assert lines[0].startswith(f"best: {comp.best.strategy} (validation AUC") and "test set never chooses" in lines[0]
+    assert "registered tiny-model v1 as 'champion' (no champion yet)" in lines[1]
+    assert any(comp.run_id in ln and "experiment 'tiny'" in ln for ln in lines)
+    assert any("mlflow ui --backend-store-uri sqlite:///mlflow.db" in ln for ln in lines), lines
+
+
+def test_evaluate_scores_the_test_split_unless_told(tracked, identified_data, capsys) -> None:
+    """A curated manifest holds the training rows too: by default only its test split is scored, and
+    asking for training rows is warned about; the shift metrics computed are printed."""
+    comp, uri, client, parent, children, folder = tracked
+    manifest, _ = identified_data
+    n_test = int((pd.read_csv(manifest).split == "test").sum())
+    rc, stdout, stderr = _cli(capsys, "evaluate", "models:/tiny-model@champion", str(manifest), "--bootstrap", "20", "--json")
+    assert rc == 0, stderr
+    out = json.loads(stdout)
+    assert out["split"] == "test" and out["overall"]["n"] == n_test
+    rc, stdout, stderr = _cli(capsys, "evaluate", "models:/tiny-model@champion", str(manifest), "--bootstrap", "20")
+    assert rc == 0 and "(the test split)" in stdout and "domain shift from" in stdout and "mmd" in stdout
+    rc, stdout, stderr = _cli(capsys, "evaluate", "models:/tiny-model@champion", str(manifest), "--bootstrap", "20",
+                              "--split", "all")
+    assert rc == 0 and "medtl: warning:" in stderr and "train split" in stderr
+
+
+def test_results_skip_a_newer_comparison_that_failed(tracked) -> None:
+    """A comparison that failed after starting must not become "the latest": its table would be empty."""
+    comp, uri, client, parent, children, _ = tracked
+    failed = client.create_run(parent.info.experiment_id, run_name="crashed", tags={"medtl.role": "comparison"})
+    client.set_terminated(failed.info.run_id, "FAILED")
+    with pytest.warns(UserWarning, match=f"did not finish: {failed.info.run_id} \\(FAILED\\)"):
+        table = api.results()
+    assert len(table) and table.attrs["run_id"] != failed.info.run_id and table.attrs["status"] == "FINISHED"
 
 
 def test_logged_models_sit_in_the_comparison_experiment_and_mlflow_s_current_one_is_untouched(tracked) -> None:
