@@ -26,6 +26,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/bench_loading.py
 	$(BIN)/python benchmarks/bench_frozen_cache.py
+	$(BIN)/python benchmarks/bench_hostile.py
 	$(BIN)/python benchmarks/bench_speed.py
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_demo.py

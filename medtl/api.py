@@ -202,10 +202,10 @@ def load_model(uri: str, tracking_uri: str | None = None):  # noqa: ANN201
     from mlflow.exceptions import MlflowException
 
     from medtl.errors import TrackingError
-    from medtl.tracking.store import connect
+    from medtl.tracking.store import connect_for_model
     from medtl.tracking.tracker import load_classifier
 
-    connect(tracking_uri)
+    connect_for_model(uri, tracking_uri)
     try:
         return load_classifier(uri)
     except MlflowException as e:

@@ -212,6 +212,7 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     from medtl.errors import MedtlError
 
     pp = _preprocess_arg(a.preprocess)
+    api.input_spec(a.backbone, pp.size)  # an unknown backbone is a usage error (exit 2), not each scan's failure
     failed = 0
     results = []
     for p in a.paths:
@@ -236,13 +237,18 @@ def cmd_preview(a: argparse.Namespace) -> int:
     return 0
 
 
+def _names(value: str | None) -> list[str] | None:
+    """A comma-separated list of names; None when the option was not given."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
 def cmd_curate(a: argparse.Namespace) -> int:
     from medtl import api
 
     fields = [f.strip() for f in a.domain_from.split(",") if f.strip()] if a.domain_from else None
     labels = [v.strip() for v in a.labels.split(",") if v.strip()] if a.labels else None
     r = api.curate(a.manifest, a.out, seed=a.seed, labels=labels, domain_from=fields,
-                   preprocess=_preprocess_arg(a.preprocess))
+                   preprocess=_preprocess_arg(a.preprocess), keep_columns=_names(a.keep_columns))
     print(f"kept {len(r.manifest)} rows, quarantined {len(r.quarantine)}; "
           f"{len(r.duplicates)} duplicate group(s); {len(r.leaking_patients)} patient(s) across splits")
     for line in r.warnings:
@@ -421,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(coded, never the name), slice_thickness, field_strength, kernel, modality, body_part")
     c.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE",
                    help="a preprocess setting used to prove each scan becomes a backbone input (repeatable)")
+    c.add_argument("--keep-columns", metavar="COLUMNS",
+                   help="comma-separated extra manifest columns to copy into the curated manifest (path, label, "
+                        "patient_id, domain and split always are; no other column is)")
     c.set_defaults(func=cmd_curate)
 
     n = sub.add_parser("import-medmnist", help="a manifest for a MedMNIST .npz (official splits kept)",

@@ -7,6 +7,7 @@ downstream (splits, reports, MLflow) ever holds the raw identifier.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -53,8 +54,9 @@ def read_manifest(path: str | Path, require_split: bool = False) -> pd.DataFrame
 
 
 def _resolve(base: Path, value: str) -> Path:
+    """Absolute, but a symlink stays the path the manifest gave (never its target; a loop never raises)."""
     q = Path(value)
-    return q if q.is_absolute() else (base / q).resolve()
+    return q if q.is_absolute() else Path(os.path.abspath(base / q))
 
 
 def class_names(labels: pd.Series | list[str]) -> list[str]:
@@ -63,6 +65,12 @@ def class_names(labels: pd.Series | list[str]) -> list[str]:
     if all(u.lstrip("-").isdigit() for u in uniq):
         return sorted(uniq, key=int)
     return uniq
+
+
+def missing_classes(labels_by_split: dict[str, list[str]], classes: list[str]) -> dict[str, list[str]]:
+    """Per split, the classes it has no row of (splits that have them all are left out)."""
+    out = {split: [c for c in classes if c not in set(map(str, labels))] for split, labels in labels_by_split.items()}
+    return {split: gone for split, gone in out.items() if gone}
 
 
 def data_fingerprint(df: pd.DataFrame) -> str:

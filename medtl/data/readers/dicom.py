@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -29,11 +30,14 @@ import pydicom
 from monai.data import MetaTensor, PydicomReader
 from pydicom.errors import InvalidDicomError
 
+from medtl.data.paths import check_scan_path
 from medtl.data.readers.base import MonaiScanReader, Source
 from medtl.data.readers.dicom_checks import (
+    check_native_size,
     check_pixel_data,
     check_truncated,
     check_types,
+    deflate_reason,
     float_values,
     frame_geometry,
     functional,
@@ -132,6 +136,7 @@ class MedtlDicomReader(PydicomReader):
         per series); the rest is looked into when pydicom fails, so good files pay nothing for it.
         """
         check_truncated(img)
+        check_native_size(img)
         if check_values:
             check_types(img, values=True)
         check_image_object(img)
@@ -198,12 +203,24 @@ class MedtlDicomReader(PydicomReader):
 
 
 
+def _check_special_entries(folder: Path) -> None:
+    """A slice-like entry (``.dcm`` or no suffix) that is not a regular file (a symlink loop or to nothing,
+    a FIFO, a device) is an error naming it, never a slice silently missing from the volume; none is opened."""
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in (".dcm", "") and not p.name.startswith(".") and not p.is_file() and not p.is_dir():
+            try:
+                check_scan_path(p)
+            except ScanError as e:
+                raise PlainError(f"slice {p.name}: {e.problem}") from None
+
+
 def _read_series_folder(folder: Path, kwargs: dict[str, Any]) -> tuple[list[pydicom.Dataset], list[str]]:
     """Every DICOM image in a folder, read once; one series or a plain error.
 
     Files that are not DICOM at all (notes, thumbnails, no ``.dcm`` suffix) and a DICOMDIR are
     skipped; a ``.dcm`` file that cannot be read is an error naming it.
     """
+    _check_special_entries(folder)
     files = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
     if not files:
         raise PlainError("folder is empty (no DICOM files)")
@@ -257,6 +274,11 @@ class DicomScanReader(MonaiScanReader):
             except Exception:  # noqa: BLE001
                 raise ScanError(path, _without_file_meta(path)) from None
         return super().read(path)
+
+    def why(self, path: Path, error: BaseException) -> str:
+        if isinstance(error, zlib.error):  # inflating failed: a deflate claim over plain data, or corrupt data
+            return deflate_reason(path, error) or reason(error)
+        return reason(error)
 
     def get_data(self, loaded: MetaTensor, path: Path) -> tuple[MetaTensor, ScanInfo]:
         meta, img = loaded.meta, loaded.as_tensor()
