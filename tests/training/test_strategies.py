@@ -157,3 +157,23 @@ def test_every_kind_of_the_config_has_one_home_and_every_shipped_config_loads() 
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         cfg = load_config(path)
         assert all(s.kind in STRATEGY_KINDS for s in cfg.strategies), path
+
+
+def test_strategy_kinds_are_known_only_under_training_and_config() -> None:
+    """No module outside medtl/training/ and medtl/config.py compares anything with a strategy kind: the
+    orchestration, tracking and serving treat every kind alike (issue 19)."""
+    import ast
+
+    from medtl.config import STRATEGY_KINDS
+    from tests.conftest import ROOT
+
+    found = []
+    for path in sorted((ROOT / "medtl").rglob("*.py")):
+        rel = path.relative_to(ROOT / "medtl").as_posix()
+        if rel.startswith("training/") or rel == "config.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                consts = [c for c in ast.walk(node) if isinstance(c, ast.Constant) and c.value in STRATEGY_KINDS]
+                found += [f"{rel}:{node.lineno}" for _ in consts[:1]]
+    assert not found, f"strategy kinds branched on outside medtl/training: {found}"
