@@ -10,7 +10,7 @@ import pandas as pd
 
 from medtl.config import ExperimentConfig, PreprocessConfig, load_config
 
-__all__ = ["compare", "curate", "demo", "evaluate", "import_medmnist", "input_spec", "inspect_scan", "is_main_process",
+__all__ = ["compare", "curate", "demo", "evaluate", "import_medmnist", "index", "input_spec", "inspect_scan", "is_main_process",
            "load_model", "load_scan", "predict", "preview", "results"]
 
 
@@ -104,6 +104,13 @@ def curate(manifest: str | Path, out: str | Path, seed: int = 0, **kwargs: Any):
     from medtl.data.curate import curate as _curate
 
     return _curate(manifest, out, seed=seed, **kwargs)
+
+
+def index(folders: list[str | Path], out: str | Path, **kwargs: Any):  # noqa: ANN201
+    """A DICOM export (nested folders, mixed series, DICOMDIR) as a manifest; see ``medtl.data.index``."""
+    from medtl.data.index import index_export
+
+    return index_export(folders, out, **kwargs)
 
 
 def import_medmnist(npz: str | Path, out: str | Path, limit: int | None = None) -> Path:

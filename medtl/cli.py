@@ -206,6 +206,38 @@ def cmd_curate(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index(a: argparse.Namespace) -> int:
+    from medtl import api
+    from medtl.data.index import report_path
+
+    if (a.labels is None) != (a.on is None):
+        from medtl.errors import ConfigError
+
+        raise ConfigError("--labels/--on", "give both: --labels SHEET.csv --on patient|study|accession")
+    fields = [f.strip() for f in a.domain_from.split(",") if f.strip()] if a.domain_from else None
+    r = api.index(a.folders, a.out, labels=a.labels, on=a.on or "patient", domain_from=fields, pick=a.pick)
+    m = r.manifest
+    print(f"indexed {r.files} files: {len(m)} rows ({m['patient_id'].nunique()} patients, {m['study_id'].nunique()} studies); "
+          f"{len(r.non_images)} non-image objects, {len(r.not_dicom)} files not DICOM")
+    for line in r.warnings:
+        print(f"warning: {line}")
+    if a.labels is None:
+        print("next: fill the label column (or rerun with --labels SHEET.csv --on patient), then medtl curate")
+    print(f"wrote {a.out}, {report_path(a.out)}")
+    return 0
+
+
+def _add_index_parser(sub: Any) -> None:
+    x = sub.add_parser("index", help="a hospital DICOM export (nested folders, mixed series, DICOMDIR) as a manifest")
+    x.add_argument("folders", nargs="+", metavar="DIR", help="export folders (searched recursively)")
+    x.add_argument("--out", required=True, help="the manifest CSV to write (a .report.md is written beside it)")
+    x.add_argument("--labels", metavar="SHEET.csv", help="label sheet: a 'label' column and the --on key column")
+    x.add_argument("--on", choices=["patient", "study", "accession"], help="what the label sheet is keyed on")
+    x.add_argument("--domain-from", metavar="FIELDS", help="domain from DICOM headers, as in curate")
+    x.add_argument("--pick", metavar="RULE", help="one series per study: largest-axial, largest or description:PATTERN")
+    x.set_defaults(func=cmd_index)
+
+
 def cmd_import_medmnist(a: argparse.Namespace) -> int:
     from medtl import api
 
@@ -298,6 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(coded, never the name), slice_thickness, field_strength, kernel, modality, body_part")
     c.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE", help=pp_help)
     c.set_defaults(func=cmd_curate)
+
+    _add_index_parser(sub)
 
     n = sub.add_parser("import-medmnist", help="a manifest for a MedMNIST .npz (official splits kept)")
     n.add_argument("npz")

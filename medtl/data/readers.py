@@ -10,7 +10,8 @@ takes an enhanced multi-frame file's geometry and rescale from its functional gr
 always in Hounsfield units and an enhanced volume is oriented like a series), and checks the
 header before decoding so that a broken file gets a plain reason, not a library traceback.
 
-A scan is a path: a DICOM file, a folder holding one DICOM series, a NIfTI file (.nii, .nii.gz),
+A scan is a path: a DICOM file, a folder holding one DICOM series (or ``FOLDER#series/KEY``, one
+series of a mixed folder as ``medtl index`` writes it), a NIfTI file (.nii, .nii.gz),
 a PNG/JPEG/TIFF/BMP image, a ``.npy`` array, or one image of a MedMNIST ``.npz`` written
 ``FILE.npz#SPLIT/INDEX`` (e.g. ``breastmnist.npz#test/0``).
 
@@ -41,6 +42,7 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
 
+from medtl.data.index import series_files, series_ref
 from medtl.errors import ScanError
 from medtl.privacy import SAFE_DICOM_KEYWORDS, hash_id
 
@@ -301,7 +303,7 @@ class MedtlDicomReader(PydicomReader):
         self.filenames, self.has_series = list(names), False
         out: list[Any] = []
         for i, name in enumerate(names):
-            if Path(name).is_dir():
+            if Path(name).is_dir() or series_ref(name) is not None:
                 slices, files = _read_series_folder(Path(name), {**self.kwargs, **kwargs})
                 self.has_series = self.has_series or len(slices) > 1
                 out.append(slices if len(slices) > 1 else slices[0])
@@ -442,7 +444,11 @@ def _read_series_folder(folder: Path, kwargs: dict[str, Any]) -> tuple[list[pydi
     Files that are not DICOM at all (notes, thumbnails, no ``.dcm`` suffix) and a DICOMDIR are
     skipped; a ``.dcm`` file that cannot be read is an error naming it.
     """
-    files = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    ref = series_ref(folder)  # FOLDER#series/KEY (``medtl index``): that series' slices under the folder
+    try:
+        files = series_files(*ref) if ref else [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    except ValueError as e:
+        raise _Plain(str(e)) from None
     if not files:
         raise _Plain("folder is empty (no DICOM files)")
     slices, names = [], []
@@ -600,11 +606,11 @@ def read_scan(path: str | Path) -> tuple[MetaTensor, ScanInfo]:
     if npz_ref(path) is not None:
         return read_npz_image(path)
     p = Path(path)
-    if not p.exists():
+    if not p.exists() and series_ref(path) is None:
         raise ScanError(p, "file not found")
     if p.is_file() and p.stat().st_size == 0:
         raise ScanError(p, "file is empty (0 bytes)")
-    kind = scan_kind(p)
+    kind = "dicom-series" if series_ref(path) is not None else scan_kind(p)
     if kind == "npz":
         return read_npz_image(p)
     if kind == "dicom" and not pydicom.misc.is_dicom(p):
