@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from medtl.config import ExperimentConfig, PreprocessConfig, load_config
+
+if TYPE_CHECKING:  # pandas loads where a table is made: `medtl inspect` answers without it
+    import pandas as pd
 
 __all__ = ["compare", "curate", "demo", "evaluate", "import_medmnist", "index", "input_spec", "inspect_scan", "is_main_process",
            "load_model", "load_scan", "predict", "preview", "results"]
@@ -156,6 +158,8 @@ def load_model(uri: str, tracking_uri: str | None = None):  # noqa: ANN201
 def predict(uri: str, paths: list[str | Path], tracking_uri: str | None = None) -> pd.DataFrame:
     """One row per scan: path, probability per class, predicted label, and ``error`` (missing, or why the
     scan could not be read: its probabilities are then NaN and the other scans are unaffected)."""
+    import pandas as pd
+
     from medtl.metrics.classification import predicted_labels
 
     clf = load_model(uri, tracking_uri)
