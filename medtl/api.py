@@ -82,7 +82,7 @@ def inspect_scan(path: str | Path, backbone: str = "efficientnet_lite0", preproc
         "path": str(path), "kind": info.kind, "modality": info.modality, "photometric": info.photometric,
         "transfer_syntax": info.transfer_syntax, "raw_shape": list(info.raw_shape), "raw_axes": list(info.raw_axes),
         "spacing": None if info.spacing is None else list(info.spacing), "orientation": info.orientation,
-        "frames": info.frames, "in_hu": info.in_hu, "value_units": "HU" if info.in_hu else "stored values",
+        "frames": info.frames, "tilt_deg": info.tilt_deg, "slice_gaps": info.slice_gaps, "in_hu": info.in_hu, "value_units": "HU" if info.in_hu else "stored values",
         "value_range": [float(finite.min()), float(finite.max())] if finite.numel() else None,
         "backbone": backbone, "input_shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch."),
         "input_mean": float(x.mean()), "input_std": float(x.std()),

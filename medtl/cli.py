@@ -156,6 +156,8 @@ def _inspect_text(r: dict[str, Any]) -> str:
     lines.append("  " + head)
     if r["transfer_syntax"]:
         lines.append(f"  transfer syntax {r['transfer_syntax']}")
+    if r.get("slice_gaps"):
+        lines.append(f"  slice geometry: gantry tilt {r['tilt_deg']:.2f}°, slice gaps {_join(r['slice_gaps'], '..')} mm")
     if r["value_range"]:
         lines.append(f"  values {_join(r['value_range'], '..')} ({r['value_units']})")
     lines.append(f"  -> {r['backbone']}: {_join(r['input_shape'])} {r['dtype']}, mean {r['input_mean']:.3f} std {r['input_std']:.3f}")

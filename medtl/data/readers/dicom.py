@@ -43,6 +43,7 @@ from medtl.data.readers.dicom_checks import (
     slice_normal,
 )
 from medtl.data.readers.info import ScanInfo, axcodes, channel_first, check_size, mm
+from medtl.data.readers.slice_geometry import regularise
 from medtl.data.readers.wording import PlainError, reason
 from medtl.errors import ScanError
 from medtl.privacy import SAFE_DICOM_KEYWORDS, hash_id
@@ -103,19 +104,35 @@ class MedtlDicomReader(PydicomReader):
         spacing = pixel_spacing(first) or [1.0, 1.0]
         spacing.append(float(np.median(np.abs(steps))) if len(steps) and geometric else 1.0)
         meta = self._get_meta_dict(first)
-        meta["spacing"] = np.asarray(spacing)
         meta["medtl.geometry"] = geometric
+        volume = np.stack(arrays, axis=0)
         if geometric:
             meta["medtl.slice_spacing"] = spacing[2]
             meta["lastImagePositionPatient"] = np.asarray(slices[-1][0].ImagePositionPatient, float)
             meta["00200032"] = json_value(first.ImagePositionPatient)
-        meta["spatial_shape"] = arrays[0].shape + (len(arrays),)
+            if volume.ndim == 3 and len(slices) > 2:  # tilt and uneven gaps: onto an orthogonal, even grid
+                volume = self._regularise(volume, slices, meta, spacing)
+        meta["spacing"] = np.asarray(spacing)
+        meta["spatial_shape"] = volume.shape[1:] + (volume.shape[0],)
         # Stacked slices-first (one contiguous copy per slice). MONAI swaps the first two axes and
         # then copies to C order; handing it (rows, slices, cols) makes that swap give back the
         # contiguous (slices, rows, cols) stack, so no strided copy of the volume is made.
         # ``read_scan`` turns it into MONAI's (cols, rows, slices) as a view.
         meta[_SLICES_FIRST] = True
-        return np.stack(arrays, axis=0).swapaxes(0, 1), meta
+        return volume.swapaxes(0, 1), meta
+
+    @staticmethod
+    def _regularise(volume: np.ndarray, slices: list, meta: dict, spacing: list[float]) -> np.ndarray:
+        first = slices[0][0]
+        positions = np.array([np.asarray(ds.ImagePositionPatient, float) for ds, _ in slices])
+        tilt = float_values(first, "GantryDetectorTilt")
+        volume, geom = regularise(volume, positions, np.asarray(float_values(first, "ImageOrientationPatient")),
+                                  (spacing[0], spacing[1]), tilt[0] if tilt else None)
+        spacing[2] = geom.spacing
+        meta["medtl.slice_spacing"] = geom.spacing
+        meta["lastImagePositionPatient"] = geom.last_position
+        meta["medtl.tilt_deg"], meta["medtl.slice_gaps"], meta["medtl.geometry_notes"] = geom.tilt_deg, geom.gaps, geom.notes
+        return volume
 
     def _get_array_data(self, img: pydicom.Dataset, filename: Any, check_values: bool = True) -> np.ndarray:
         """Pixels as stored (frames last), rescaled; a decoding failure is diagnosed into one plain reason.
@@ -267,6 +284,8 @@ class DicomScanReader(MonaiScanReader):
         info.raw_shape, info.raw_axes = _raw_layout(info, tuple(int(s) for s in img.shape))
         check_size(path, info)
         info.volume = len(info.spatial_shape) == 3 and bool(meta.get("medtl.geometry")) and info.kind != "dicom"
+        info.tilt_deg, info.slice_gaps = meta.pop("medtl.tilt_deg", None), meta.pop("medtl.slice_gaps", None)
+        info.applied = tuple(meta.pop("medtl.geometry_notes", ()))
         info.spacing = _spacing(info, meta)
         info.orientation = _orientation(info, meta)
         return channel_first(img, meta, info.color), info
