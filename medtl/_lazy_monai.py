@@ -7,7 +7,9 @@ readers), matplotlib, OpenCV, scikit-image... medtl uses none of them through MO
 were most of the time ``medtl inspect`` took to answer on one small file
 (``benchmarks/bench_startup.py``).
 
-``install()`` (called from ``medtl/__init__``) wraps ``optional_import`` as MONAI defines it: a
+``install()`` (called by the command line, ``medtl.cli.main``, which owns its process; importing
+medtl as a library changes nothing process-wide, so notebooks get MONAI as MONAI imports itself)
+wraps ``optional_import`` as MONAI defines it: a
 request for one of ``DEFERRED``'s packages with no version check and no special ``as_type``,
 when the module is installed, returns at once an object that imports the real module (or
 attribute) on first use; everything else goes to MONAI's own function unchanged. The success

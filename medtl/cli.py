@@ -365,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from medtl import _lazy_monai
+
+    _lazy_monai.install()  # the command owns its process: MONAI's optional imports wait until used
     args = build_parser().parse_args(argv)
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     from medtl.errors import MedtlError

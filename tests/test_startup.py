@@ -1,6 +1,7 @@
-"""Start-up: reading a scan does not import what MONAI only might need (mlflow, torchvision and
-torch._dynamo, scikit-learn, timm); what MONAI deferred still works when used; the backbone's
-input spec is read from timm once per timm version and remembered."""
+"""Start-up: the command line reads a scan without importing what MONAI only might need (mlflow,
+torchvision and torch._dynamo, scikit-learn, timm); what MONAI deferred still works when used;
+importing medtl as a library leaves MONAI's imports alone; the backbone's input spec is read from
+timm once per timm version and remembered."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from medtl.models.weights import LiteWeights, remembered_spec
 
 HEAVY = ("mlflow", "torchvision", "torch._dynamo", "sklearn", "timm", "tifffile", "pandas")
 PROBE = (
-    "import sys, medtl.data.transforms\n"
+    "import sys, medtl._lazy_monai as lazy\n"
+    "lazy.install()  # as medtl.cli.main does\n"
+    "import medtl.data.transforms\n"
     f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
 )
 
@@ -34,7 +37,8 @@ def test_reading_scans_does_not_import_what_monai_only_might_need() -> None:
 
 
 def test_what_monai_deferred_works_when_used() -> None:
-    code = ("import medtl, sys\n"
+    code = ("import medtl._lazy_monai as lazy, sys\n"
+            "lazy.install()\n"
             "from monai.networks.blocks import fcn\n"
             "from monai.metrics import embedding_collapse as ec\n"
             "assert 'torchvision' not in sys.modules\n"
@@ -44,6 +48,12 @@ def test_what_monai_deferred_works_when_used() -> None:
             "print('ok')\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr
+
+
+def test_importing_medtl_leaves_monai_imports_alone() -> None:
+    code = "import sys, medtl.api, medtl.data.transforms\nprint('torchvision' in sys.modules)\n"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip() == "True", p.stderr  # MONAI imported as MONAI imports itself
 
 
 def test_the_input_spec_is_read_once_and_remembered(tmp_path, monkeypatch) -> None:

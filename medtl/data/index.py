@@ -4,7 +4,7 @@ as a manifest: one row per series, single image or multi-frame object.
 Files are grouped by series identity (SeriesInstanceUID), never by folder: one series may lie in
 several folders and one folder may hold several series. A series of single-frame slices is
 written ``FOLDER#series/KEY``: the deepest folder holding all its files plus a keyed hash of its
-UID, which every medtl reader accepts (``series_files`` finds the slices again). Headers are
+UID, which every medtl reader accepts (``medtl.data.readers.series_ref`` finds the slices again). Headers are
 read without pixels and only for the tags below, so thousands of files take seconds.
 
 Nothing identifying leaves: patient, study and series identifiers only as keyed hashes (the
@@ -19,15 +19,14 @@ from __future__ import annotations
 import os
 import re
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pydicom
-from pydicom.errors import InvalidDicomError
 
+from medtl.data.readers.series_ref import read_header, series_key, walk_files
 from medtl.errors import ConfigError, DataError
 from medtl.privacy import hash_id, is_hashed
 from medtl.progress import track
@@ -35,7 +34,6 @@ from medtl.progress import track
 if TYPE_CHECKING:  # pandas is imported where an index is built: readers import this module
     import pandas as pd
 
-SERIES_REF = re.compile(r"^(?P<dir>.+)#series/(?P<key>s-[0-9a-f]{16})$")
 _DICOMDIR = "1.2.840.10008.1.3.10"
 # the only tags an index reads (and the person fields a description is checked against)
 _PERSON_FIELDS = ("PatientName", "PatientID", "OtherPatientIDs", "ReferringPhysicianName", "OperatorsName",
@@ -57,57 +55,6 @@ LABEL_KEYS = {  # --on -> (header keyword, hash prefix, label-sheet column names
 }
 COLUMNS = ["path", "label", "patient_id", "study_id", "domain", "kind", "modality", "body_part", "orientation",
            "slices", "rows", "columns", "slice_thickness", "gantry_tilt", "series_description"]
-
-
-# -- the series reference ----------------------------------------------------------------------
-
-
-def series_key(uid: str) -> str:
-    """The keyed hash that names a series in a path (the UID itself never leaves)."""
-    return hash_id(uid, prefix="s-")
-
-
-def series_ref(source: str | Path) -> tuple[Path, str] | None:
-    """``FOLDER#series/KEY`` -> (folder, key); ``None`` for any other path."""
-    m = SERIES_REF.match(str(source))
-    return (Path(m["dir"]), m["key"]) if m else None
-
-
-def walk_files(folder: Path) -> Iterator[Path]:
-    """Every regular file under ``folder`` (symlinked folders not followed, hidden names skipped)."""
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            p = Path(root) / name
-            if not name.startswith(".") and p.is_file():  # is_file: no FIFOs, sockets or dangling links
-                yield p
-
-
-def _header(path: Path, tags: list[str]) -> pydicom.Dataset | None:
-    """The listed tags of a DICOM file, pixels never read; ``None`` for a file that is not DICOM."""
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
-    except (InvalidDicomError, OSError, EOFError):
-        return None
-    except Exception:  # noqa: BLE001 - a broken header: the file is reported, the walk goes on
-        return None
-
-
-def series_files(folder: Path, key: str) -> list[Path]:
-    """The slices of series ``key`` under ``folder``, one file per instance; ValueError if none."""
-    if not folder.is_dir():
-        raise ValueError("folder not found")
-    found: dict[str, Path] = {}
-    for p in walk_files(folder):
-        ds = _header(p, ["SeriesInstanceUID", "SOPInstanceUID", "NumberOfFrames"])
-        if ds is None or not ds.get("SeriesInstanceUID") or series_key(str(ds.SeriesInstanceUID)) != key:
-            continue
-        if int(ds.get("NumberOfFrames", 1) or 1) > 1:  # multi-frame objects are rows of their own
-            continue
-        found.setdefault(str(ds.get("SOPInstanceUID", p)), p)  # a copy of an instance counts once
-    if not found:
-        raise ValueError(f"no DICOM series {key} in this folder (moved, or indexed with another MEDTL_ID_SALT?)")
-    return sorted(found.values())
 
 
 # -- what one file is --------------------------------------------------------------------------
@@ -267,7 +214,7 @@ def index_export(
     series: dict[str, list[_File]] = defaultdict(list)
     loose: list[_File] = []
     for p in track(files, "indexing", total=len(files)):
-        ds = _header(p, _TAGS)
+        ds = read_header(p, _TAGS)
         if ds is None:
             result.not_dicom.append(str(p))
             continue

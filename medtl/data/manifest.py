@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from medtl.data.index import series_ref
 from medtl.data.readers import npz_ref
+from medtl.data.readers.series_ref import series_ref
 from medtl.errors import DataError
 from medtl.privacy import hash_id, is_hashed
 

@@ -20,7 +20,8 @@ from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
 
 from medtl.data.curate import curate
-from medtl.data.index import index_export, report_path, safe_description, series_ref
+from medtl.data.index import index_export, report_path, safe_description
+from medtl.data.readers.series_ref import series_ref
 from medtl.data.readers import read_scan
 from medtl.errors import ConfigError, DataError
 from medtl.privacy import hash_id

@@ -27,7 +27,6 @@ import pydicom
 from monai.data import MetaTensor, PydicomReader
 from pydicom.errors import InvalidDicomError
 
-from medtl.data.index import series_files, series_ref
 from medtl.data.readers.base import MonaiScanReader, Source
 from medtl.data.readers.dicom_checks import (
     check_pixel_data,
@@ -43,6 +42,7 @@ from medtl.data.readers.dicom_checks import (
     slice_normal,
 )
 from medtl.data.readers.info import ScanInfo, axcodes, channel_first, check_size, mm
+from medtl.data.readers.series_ref import series_files, series_ref
 from medtl.data.readers.slice_geometry import regularise
 from medtl.data.readers.wording import PlainError, reason
 from medtl.errors import ScanError
