@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pydicom
 
+from medtl.data.readers.dicom_objects import not_an_image
 from medtl.data.readers.series_ref import read_header, series_key, walk_files
 from medtl.errors import ConfigError, DataError
 from medtl.privacy import hash_id, is_hashed
@@ -42,12 +43,6 @@ _TAGS = ["SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID
          "ImageOrientationPatient", "ImagePositionPatient", "SliceThickness", "SeriesDescription", "NumberOfFrames",
          "Rows", "Columns", "Manufacturer", "ManufacturerModelName", "InstitutionName", "MagneticFieldStrength",
          "ConvolutionKernel", "GantryDetectorTilt", "SharedFunctionalGroupsSequence", *_PERSON_FIELDS]
-# objects with no image a backbone could read, by Modality
-NON_IMAGE_MODALITIES = {"SR": "structured report", "PR": "presentation state", "SEG": "segmentation object",
-                        "RTSTRUCT": "RT structure set", "RTPLAN": "RT plan", "RTDOSE": "RT dose grid",
-                        "RTRECORD": "RT treatment record", "KO": "key object selection", "REG": "registration",
-                        "DOC": "encapsulated document", "ECG": "waveform", "HD": "waveform", "AU": "audio",
-                        "PLAN": "plan", "FID": "fiducials", "RWV": "real world value map"}
 LABEL_KEYS = {  # --on -> (header keyword, hash prefix, label-sheet column names accepted)
     "patient": ("PatientID", "p-", ("patient_id", "patientid", "patient", "mrn")),
     "study": ("StudyInstanceUID", "st-", ("study_uid", "studyinstanceuid", "study", "study_id")),
@@ -223,9 +218,10 @@ def index_export(
             result.dicomdirs += 1
             continue
         modality = str(ds.get("Modality", "") or "")
-        if modality in NON_IMAGE_MODALITIES or not ds.get("Rows") or not ds.get("Columns"):
-            what = NON_IMAGE_MODALITIES.get(modality) or getattr(pydicom.uid.UID(sop), "name", "") or "no image"
-            result.non_images.append({"path": str(p), "modality": modality or "?", "what": str(what)})
+        problem = not_an_image(ds)  # the reader's own words: SEG, SR, PR, RT, KO, waveforms...
+        if problem is not None or not ds.get("Rows") or not ds.get("Columns"):
+            what = problem.removeprefix("is ") if problem else f"no image ({getattr(pydicom.uid.UID(sop), 'name', '') or '?'})"
+            result.non_images.append({"path": str(p), "modality": modality or "?", "what": what})
             continue
         f = _File(p, ds, int(_number(ds.get("NumberOfFrames", 1)) or 1))
         uid = ds.get("SeriesInstanceUID")

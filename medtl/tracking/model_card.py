@@ -12,6 +12,14 @@ from typing import Any
 from medtl.metrics.classification import METRICS
 
 SHOWN = ("auc", "acc", "balanced_acc", "sensitivity", "specificity", "f1", "ece")
+# what an array must be (enforced by medtl.tracking.serving.check_array); pixel values carry no units
+ARRAY_RULES = (
+    "Pixel values carry no units, so an array (an `image` cell) must say what it holds: any array that is not "
+    "`uint8` needs `modality` (the DICOM code: CT, MR, CR, ...) and `photometric` (MONOCHROME2, or RGB for colour); "
+    "a CT array must be in Hounsfield units and say `units: HU` (stored values need RescaleSlope/RescaleIntercept "
+    "first). MONOCHROME1 arrays are refused (invert them first). A `uint8` array is read as a display image, as its "
+    "PNG would be. An array that does not say is refused, never guessed; sending the file itself is simplest."
+)
 
 
 def _ci(metrics: dict[str, float], name: str, suffix: str) -> str:
@@ -48,7 +56,6 @@ def _counts(data: Any) -> str:
 def model_card(arm: Any, comparison: Any, tags: dict[str, str], run_id: str | None = None) -> str:
     """The card for one arm's model, from its comparison (config, data, metrics, provenance tags)."""
     cfg, data, spec = comparison.config, comparison.data, arm.model.spec
-    strategy = next((s for s in cfg.strategies if s.name == arm.strategy), None)
     domains = sorted(set(arm.test_items["domain"])) if len(arm.test_items) else data.domains()
     pp = cfg.preprocess
     window = pp.window if isinstance(pp.window, str) else f"level {pp.window.level}, width {pp.window.width}"
@@ -82,14 +89,18 @@ def model_card(arm: Any, comparison: Any, tags: dict[str, str], run_id: str | No
         "",
         "## Intended use",
         f"Classifies a medical image into one of: {', '.join(data.classes)}. Input: a DICOM file, a DICOM series folder, "
-        "a NIfTI volume, a PNG/JPEG image, or an array in the scan's own units; the model applies its own "
-        "preprocessing (below) and returns one probability per class. Intended for research on transfer "
-        "learning and domain shift by people who can judge the limitations below.",
+        "a NIfTI volume, a PNG/JPEG image (by path, or its bytes base64 in a `content` column), or an array that "
+        "says what it holds; the model applies its own preprocessing (below) and returns one probability per "
+        "class. Intended for research on transfer learning and domain shift by people who can judge the "
+        "limitations below.",
+        "",
+        "## Input arrays",
+        ARRAY_RULES,
         "",
         "## Model",
         f"- Backbone: `{arm.model.backbone.name}`, pretrained weights `{arm.weights_id}` (sha256 `{arm.weights_sha256 or 'random init'}`)",
         f"- Transfer strategy: `{arm.strategy}` (kind `{arm.kind}`"
-        + (f", head `{strategy.head}`" if strategy is not None else "") + ")",
+        + (f", head `{arm.build['head']}`" if arm.build.get("head") else "") + ")",
         f"- Input: {spec.channels} x {spec.size} x {spec.size}, mean {list(spec.mean)}, std {list(spec.std)}, "
         f"{spec.interpolation} resize ({spec.source})",
         f"- Preprocessing: intensity `{pp.intensity}`, window `{window}`, slice rule `{pp.slice_rule}`"
