@@ -51,12 +51,16 @@ _IDENTIFIER_COLUMNS = {"name", "patient", "birthdate", "dob", "dateofbirth", "ac
                        "medicalrecordnumber", "ssn", "address", "phone", "telephone", "email", "institution"}
 
 
+_GEOMETRY = "medtl.geometry"  # beside a row's header: what reading did to its slice geometry (tilt, uneven gaps)
+
+
 @dataclass
 class CurationResult:
     manifest: pd.DataFrame
     quarantine: pd.DataFrame
     duplicates: list[list[str]] = field(default_factory=list)
     leaking_patients: list[str] = field(default_factory=list)
+    geometry: dict[str, list[str]] = field(default_factory=dict)  # path -> gantry tilt / uneven gaps handled
     report: str = ""
     warnings: list[str] = field(default_factory=list)
     dropped_columns: list[str] = field(default_factory=list)
@@ -160,7 +164,8 @@ def _check_row(path: str, pp: PreprocessConfig, pipeline: Compose) -> tuple[str 
     lo, hi = float(raw.min()), float(raw.max())
     if lo == hi:
         return None, {}, f"blank image (every value is {lo:g})"
-    return array_sha256(raw), dict(prep.info.header), None
+    geometry = [step.removeprefix("geometry: ") for step in prep.info.applied if step.startswith("geometry: ")]
+    return array_sha256(raw), {**prep.info.header, _GEOMETRY: geometry}, None
 
 
 def curate(
@@ -214,6 +219,9 @@ def curate(
         raise DataError(manifest, f"no usable rows: all {len(df)} quarantined (see {out / 'quarantine.csv'})")
 
     result = CurationResult(good, quarantine, dropped_columns=dropped)
+    result.geometry = {good.at[i, "path"]: headers[i].pop(_GEOMETRY) for i in good.index if headers[i].get(_GEOMETRY)}
+    for h in headers.values():
+        h.pop(_GEOMETRY, None)
     result.warnings += label_warnings(df["label"], good["label"], checked=labels is not None)
     if domain_from:
         tagged = {i: header_domain(headers[i], domain_from) for i in good.index}
@@ -332,6 +340,8 @@ def render_report(r: CurationResult, total: int, seed: int, split_given: bool) -
         lines += [f"- {Path(p).name}: {n} patient ids" for p, n in r.shared_files]
     lines += ["", "## Patients in more than one split (leakage)", ""]
     lines += [f"- {p}: " + ", ".join(sorted(set(m.loc[m['patient_id'] == p, 'split']))) for p in r.leaking_patients] or ["none"]
+    lines += ["", "## Slice geometry corrected (gantry tilt, uneven gaps)", ""]
+    lines += [f"- {Path(p).name}: {'; '.join(notes)}" for p, notes in r.geometry.items()] or ["none"]
     lines += ["", "## Quarantined", ""]
     lines += [f"- {Path(p).name}: {why}" for p, why in zip(r.quarantine["path"], r.quarantine["reason"])] or ["none"]
     return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from medtl.data.readers import npz_ref
+from medtl.data.readers.series_ref import series_ref
 from medtl.errors import DataError
 from medtl.privacy import hash_id, is_hashed
 
@@ -77,7 +78,7 @@ def data_fingerprint(df: pd.DataFrame) -> str:
     """Hash of what the rows point at (path, size, mtime) and their labels and splits."""
     h = hashlib.sha256()
     for row in df[[c for c in ("path", "label", "split", "domain") if c in df.columns]].itertuples(index=False):
-        ref = npz_ref(row[0])  # FILE.npz#SPLIT/INDEX: the npz file's size and time
+        ref = npz_ref(row[0]) or series_ref(row[0])  # FILE.npz#SPLIT/INDEX, FOLDER#series/KEY: the file's or folder's
         path = ref[0] if ref else Path(row[0])
         stat = ""
         if path.exists():
