@@ -400,6 +400,10 @@ class DicomSeriesRefReader(DicomScanReader):
     def verify_suffix(self, source: Source) -> bool:
         return series_ref(source) is not None
 
+    def file_of(self, source: Source) -> Path:
+        ref = series_ref(source)
+        return ref[0] if ref is not None else Path(source)
+
     def load(self, source: Source) -> tuple[MetaTensor, ScanInfo]:
         folder, _ = series_ref(source)  # type: ignore[misc]
         if not folder.is_dir():
