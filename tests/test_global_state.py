@@ -23,7 +23,7 @@ from tests.conftest import ROOT, tiny_config
 SNAPSHOT = r"""
 import json, logging, os, random, sys, warnings
 import numpy as np, torch, mlflow, mlflow.tracking.fluent as fluent, pandas, pydantic, scipy.sparse, scipy.stats
-import monai.data, monai.transforms, pydicom, nibabel
+import monai.data, monai.transforms, pydicom, nibabel, matplotlib
 
 def snap():
     return {
@@ -34,6 +34,8 @@ def snap():
         "torch": [torch.random.get_rng_state().tolist(), str(torch.get_default_dtype()), torch.get_num_threads(),
                   torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark],
         "numpy": repr(np.random.get_state()), "random": repr(random.getstate()),
+        # the backend as set (matplotlib.use), read without resolving it
+        "matplotlib": [dict.__getitem__(matplotlib.rcParams, "backend"), "matplotlib.pyplot" in sys.modules],
     }
 
 before = snap()
@@ -46,7 +48,8 @@ print(json.dumps({k: [before[k], after[k]] for k in before if before[k] != after
 
 def test_importing_medtl_changes_no_process_wide_state(tmp_path: Path) -> None:
     modules = ["medtl", "medtl.api", "medtl.cli", "medtl.models", "medtl.training.loop", "medtl.tracking.store",
-               "medtl.data.readers", "medtl.data.transforms", "medtl.data.batched"]
+               "medtl.data.readers", "medtl.data.transforms", "medtl.data.batched", "medtl.tracking.plots",
+               "medtl.tracking.tracker", "medtl.experiment.run"]
     p = subprocess.run([sys.executable, "-c", SNAPSHOT, *modules], cwd=tmp_path, capture_output=True, text=True,
                        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]

@@ -4,23 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from typing import Any
+
 import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.metrics import confusion_matrix, roc_curve
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from sklearn.metrics import confusion_matrix, roc_curve  # noqa: E402
-
-from medtl.metrics.classification import predicted_labels  # noqa: E402
+from medtl.metrics.classification import predicted_labels
 
 
-def learning_curves(history: list[dict[str, float]], title: str) -> plt.Figure:
+def _subplots(*grid: int, figsize: tuple[float, float], **kw: Any) -> tuple[Figure, Any]:
+    """A figure outside pyplot: no backend is chosen (a notebook's stays as it was) and nothing is
+    kept in pyplot's list of open figures, so it is freed with its last reference."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kw)
+
+
+def learning_curves(history: list[dict[str, float]], title: str) -> Figure:
     """Losses, validation AUC, and each layer group's learning rate with the number of unfrozen groups."""
     h = pd.DataFrame(history)
     x = h["epoch"] + 1
     lrs = [c for c in h.columns if c.startswith("lr.")]
-    fig, axes = plt.subplots(1, 3 if lrs else 2, figsize=(13 if lrs else 9, 3.4))
+    fig, axes = _subplots(1, 3 if lrs else 2, figsize=(13 if lrs else 9, 3.4))
     a, b = axes[0], axes[1]
     a.plot(x, h["train_loss"], label="train loss")
     a.plot(x, h["val_loss"], label="val loss")
@@ -47,10 +54,10 @@ def learning_curves(history: list[dict[str, float]], title: str) -> plt.Figure:
     return fig
 
 
-def confusion(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], title: str) -> plt.Figure:
+def confusion(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], title: str) -> Figure:
     k = len(classes)
     cm = confusion_matrix(y, predicted_labels(probs), labels=list(range(k)))
-    fig, ax = plt.subplots(figsize=(1.0 + 0.45 * k + 2, 0.45 * k + 2))
+    fig, ax = _subplots(figsize=(1.0 + 0.45 * k + 2, 0.45 * k + 2))
     ax.imshow(cm, cmap="Blues")
     for i in range(k):
         for j in range(k):
@@ -64,8 +71,8 @@ def confusion(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], title: s
     return fig
 
 
-def roc(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], title: str) -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+def roc(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], title: str) -> Figure:
+    fig, ax = _subplots(figsize=(4.2, 4))
     pairs = [(1, classes[1])] if probs.shape[1] == 2 else list(enumerate(classes))
     for c, name in pairs:
         if 0 < (y == c).sum() < len(y):
@@ -81,7 +88,7 @@ def roc(y: np.ndarray, probs: np.ndarray, classes: Sequence[str], title: str) ->
     return fig
 
 
-def calibration(y: np.ndarray, probs: np.ndarray, title: str, n_bins: int = 10) -> plt.Figure:
+def calibration(y: np.ndarray, probs: np.ndarray, title: str, n_bins: int = 10) -> Figure:
     conf = probs.max(1)
     correct = predicted_labels(probs) == y
     edges = np.linspace(0, 1, n_bins + 1)
@@ -93,7 +100,7 @@ def calibration(y: np.ndarray, probs: np.ndarray, title: str, n_bins: int = 10) 
             mids.append(conf[m].mean())
             accs.append(correct[m].mean())
             counts.append(m.sum())
-    fig, ax = plt.subplots(figsize=(4.2, 4))
+    fig, ax = _subplots(figsize=(4.2, 4))
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=0.8)
     ax.scatter(mids, accs, s=np.asarray(counts) * 200 / max(counts or [1]), alpha=0.7)
     ax.plot(mids, accs)
@@ -104,9 +111,9 @@ def calibration(y: np.ndarray, probs: np.ndarray, title: str, n_bins: int = 10) 
     return fig
 
 
-def comparison_chart(table: pd.DataFrame, metrics: Sequence[str] = ("test_auc", "test_acc")) -> plt.Figure:
+def comparison_chart(table: pd.DataFrame, metrics: Sequence[str] = ("test_auc", "test_acc")) -> Figure:
     """Strategies side by side with their 95% intervals."""
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 0.5 * len(table) + 1.8), squeeze=False)
+    fig, axes = _subplots(1, len(metrics), figsize=(4.5 * len(metrics), 0.5 * len(table) + 1.8), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         vals = table[m].to_numpy()
         lo = np.array([c[0] for c in table[f"{m}_ci"]])
@@ -128,19 +135,19 @@ def _domain_colours(domains: np.ndarray, source: Sequence[str]) -> np.ndarray:
     return domains
 
 
-def embedding(emb: dict, source: Sequence[str], title: str) -> plt.Figure:
+def embedding(emb: dict, source: Sequence[str], title: str) -> Figure:
     """2D PCA of the frozen extractor's and the model's features on the same images, by domain and by label."""
     from sklearn.decomposition import PCA
 
     groups = _domain_colours(np.asarray(emb["domain"]), source)
-    fig, axes = plt.subplots(2, 2, figsize=(10, 8.5))
+    fig, axes = _subplots(2, 2, figsize=(10, 8.5))
     for row, key in enumerate(("extractor", "model")):
         z = PCA(2, random_state=0).fit_transform(emb[key])
         for col, (colour_by, values) in enumerate((("domain", groups), ("label", np.asarray(emb["label"])))):
             ax = axes[row, col]
             for i, v in enumerate(sorted(set(values.tolist()), key=str)):
                 m = values == v
-                ax.scatter(z[m, 0], z[m, 1], s=6, alpha=0.6, label=str(v), color=plt.cm.tab20(i % 20),
+                ax.scatter(z[m, 0], z[m, 1], s=6, alpha=0.6, label=str(v), color=matplotlib.colormaps["tab20"](i % 20),
                            marker="o" if colour_by == "label" or v in source or v == "source" else ".")
             ax.set_title(f"{'frozen ImageNet extractor' if key == 'extractor' else 'this model'}, by {colour_by}", fontsize=9)
             ax.set_xticks([])
@@ -151,9 +158,9 @@ def embedding(emb: dict, source: Sequence[str], title: str) -> plt.Figure:
     return fig
 
 
-def cka_profile(profiles: dict[str, dict[str, float]]) -> plt.Figure:
+def cka_profile(profiles: dict[str, dict[str, float]]) -> Figure:
     """Linear CKA between the frozen extractor and each model, per layer group (1: unchanged by fine-tuning)."""
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    fig, ax = _subplots(figsize=(6, 3.6))
     for name, prof in profiles.items():
         ax.plot(list(prof), list(prof.values()), marker="o", label=name)
     ax.set_ylim(0, 1.05)
@@ -165,14 +172,14 @@ def cka_profile(profiles: dict[str, dict[str, float]]) -> plt.Figure:
     return fig
 
 
-def domain_bars(metrics: dict[str, float], domains: Sequence[str], metric: str, title: str) -> plt.Figure:
+def domain_bars(metrics: dict[str, float], domains: Sequence[str], metric: str, title: str) -> Figure:
     """One bar per domain with its 95% interval; the AdaBN value beside it where there is one."""
     vals = np.array([metrics.get(f"test_{metric}.{d}", np.nan) for d in domains])
     lo = np.array([metrics.get(f"test_{metric}_ci_low.{d}", np.nan) for d in domains])
     hi = np.array([metrics.get(f"test_{metric}_ci_high.{d}", np.nan) for d in domains])
     ada = np.array([metrics.get(f"adabn.test_{metric}.{d}", np.nan) for d in domains])
     y = np.arange(len(domains))
-    fig, ax = plt.subplots(figsize=(6.5, 0.18 * len(domains) + 1.6))
+    fig, ax = _subplots(figsize=(6.5, 0.18 * len(domains) + 1.6))
     err = np.nan_to_num(np.vstack([vals - lo, hi - vals]).clip(0, None))
     ax.barh(y, vals, xerr=err, height=0.6, color="C0", alpha=0.8, label=f"{metric} (95% CI)", error_kw={"lw": 0.8})
     if np.isfinite(ada).any():
@@ -187,10 +194,10 @@ def domain_bars(metrics: dict[str, float], domains: Sequence[str], metric: str, 
     return fig
 
 
-def gradcam_grid(items: Sequence[tuple[np.ndarray, np.ndarray, str]], title: str) -> plt.Figure:
+def gradcam_grid(items: Sequence[tuple[np.ndarray, np.ndarray, str]], title: str) -> Figure:
     """Scans with their Grad-CAM heat maps overlaid."""
     n = len(items)
-    fig, axes = plt.subplots(1, n, figsize=(2.2 * n, 2.6), squeeze=False)
+    fig, axes = _subplots(1, n, figsize=(2.2 * n, 2.6), squeeze=False)
     for ax, (img, cam, caption) in zip(axes[0], items):
         ax.imshow(img, cmap="gray")
         ax.imshow(cam, cmap="jet", alpha=0.4)

@@ -23,7 +23,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
 from mlflow.entities import Metric, Param, Run, RunTag
@@ -257,7 +256,6 @@ class MlflowTracker:
         """Every file of ``files`` to the run (each write replaces the same path: doing it again changes nothing)."""
         for name, fig in files.figures.items():
             self.client.log_figure(run_id, fig, name)
-        plt.close("all")
         for name, text in files.texts.items():
             self.client.log_text(run_id, text, name)
         for name, tree in files.dicts.items():
