@@ -28,6 +28,9 @@ class CorruptionConfig(_Strict):
     severities: list[Annotated[int, Field(ge=1, le=5)]] = Field(default_factory=lambda: [1, 2, 3, 4, 5])
     # pixels the corruption is applied at (MedMNIST-C's parameters were set at 224); null: the images' own
     size: int | None = Field(default=224, gt=0)
+    # unlabelled target training scans: corrupted copies of this many *training* images per target
+    # domain (seeded draw), for arms that adapt to the target and label-free validators; 0: none
+    train_per_domain: int = Field(default=0, ge=0)
 
 
 class DataConfig(_Strict):
