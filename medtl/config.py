@@ -66,6 +66,9 @@ class ShiftConfig(_Strict):
     max_items: int = Field(default=200, ge=10)  # images per domain for feature distances, CKA, embeddings
     permutations: int = Field(default=200, ge=0)  # MMD permutation test
     adabn: bool = False  # also evaluate each arm after AdaBN on every target domain
+    tent: bool = False  # ... and after TENT (entropy minimisation of the BN affine parameters) on each
+    tent_epochs: int = Field(default=1, ge=1)  # TENT's passes over a target domain's scans
+    tent_lr: float = Field(default=1e-3, gt=0)  # TENT's Adam rate (the paper's 1e-3)
     gradcam: int = Field(default=3, ge=0)  # Grad-CAM overlays: scans per side (source, target); 0: none
 
 

@@ -10,13 +10,15 @@ see source data only (``medtl.data.datasets.load_data``). After each arm:
 * linear CKA between the frozen extractor and the arm's backbone at every layer group, on the
   same probe images (source and target);
 * the drop from source to each target, MedMNIST-C's BE and rBE for corruption domains;
-* with ``shift.adabn``: every target domain again after AdaBN on its own unlabelled scans.
+* with ``shift.adabn``: every target domain again after AdaBN on its own unlabelled scans;
+* with ``shift.tent``: likewise after TENT (entropy minimisation of the batch-norm affine
+  parameters, ``medtl.training.tent``) on each target domain's own scans.
 
 Metric names (MLflow, on the run that measured them): ``shift.<m>`` source vs all targets pooled,
 ``shift.<m>.<domain>`` per target (m: mmd, mmd_p, coral, frechet, proxy_a_distance), ``cka.<group>``,
 ``source.test_<metric>`` / ``target.test_<metric>`` (with ``_ci_low``/``_ci_high``),
 ``drop.test_<metric>[.<domain>]``, ``shift.error.<c>``, ``shift.be[.<c>]``, ``shift.rbe[.<c>]``, and
-``adabn.`` before any of these for the adapted model.
+``adabn.`` / ``tent.`` before any of these for the adapted model.
 """
 
 from __future__ import annotations
@@ -37,8 +39,10 @@ from medtl.metrics.summary import summarize
 from medtl.training.adabn import adapt_bn
 from medtl.training.feature_cache import extract_features
 from medtl.training.loop import predict_probs
+from medtl.training.tent import tent
 
 SHIFT_NAMES = ("mmd", "mmd_p", "coral", "frechet", "proxy_a_distance")
+TEST_TIME = ("adabn", "tent")  # test-time methods, as metric prefixes and `<arm>+<method>` lines
 
 
 def source_target(cfg: Any, data: Any) -> tuple[list[str], list[str]]:
@@ -130,17 +134,27 @@ class ShiftProbe:
         rep.embedding = {"frozen": self.extractor[layer].numpy(), "model": feats[layer].numpy(), "domain": doms,
                          "label": self.labels[self.index]}
         rep.metrics.update(self.outcome(arm.test_labels, arm.test_probs, arm.test_items, "", seed))
-        if cfg.shift.adabn:
+        for prefix, method in self.test_time_methods().items():
             probs = np.array(arm.test_probs, copy=True)
             for d in self.targets:
                 idx = np.flatnonzero(self.domains == d)
-                adapted = adapt_bn(model, self._loader(idx), self.shared.device)
-                probs[idx], _ = predict_probs(adapted, self._loader(idx), self.shared.device, cfg.train.amp, f"AdaBN {d}")
-            rep.metrics.update(self.outcome(arm.test_labels, probs, arm.test_items, "adabn.", seed))
+                adapted = method(model, self._loader(idx), self.shared.device)
+                probs[idx], _ = predict_probs(adapted, self._loader(idx), self.shared.device, cfg.train.amp, f"{prefix} {d}")
+            rep.metrics.update(self.outcome(arm.test_labels, probs, arm.test_items, f"{prefix}.", seed))
         if cfg.shift.gradcam:
             rep.gradcam = self.gradcam(model, layer, rep.metrics)
         model.cpu().eval()
         return rep
+
+    def test_time_methods(self) -> dict[str, Any]:
+        """Metric prefix -> ``(model, target batches, device) -> adapted copy``, as the config asks."""
+        cfg = self.shared.cfg.shift
+        methods: dict[str, Any] = {}
+        if cfg.adabn:
+            methods["adabn"] = adapt_bn
+        if cfg.tent:
+            methods["tent"] = lambda m, b, dev: tent(m, b, dev, epochs=cfg.tent_epochs, lr=cfg.tent_lr)
+        return methods
 
     def outcome(self, labels: np.ndarray, probs: np.ndarray, items: pd.DataFrame, prefix: str, seed: int) -> dict[str, float]:
         """Source and target metrics with intervals, per-domain metrics, the drop, BE and rBE."""
@@ -206,12 +220,12 @@ def cka_profile(arm: Any) -> dict[str, float]:
 
 
 def shift_table(arms: list[Any]) -> pd.DataFrame:
-    """One row per strategy (and per strategy with AdaBN): source and target AUC/ACC with intervals, drop, BE, rBE,
+    """One row per strategy (and per strategy with each test-time method: AdaBN, TENT): source and target AUC/ACC with intervals, drop, BE, rBE,
     feature distances and the CKA profile. Means over seeds."""
     rows = []
     for name in dict.fromkeys(a.strategy for a in arms):
         group = [a for a in arms if a.strategy == name]
-        for prefix, label in (("", name), ("adabn.", f"{name}+adabn")):
+        for prefix, label in (("", name), *((f"{m}.", f"{name}+{m}") for m in TEST_TIME)):
             if f"{prefix}target.test_auc" not in group[0].metrics:
                 continue
             m = lambda k: float(np.mean([a.metrics.get(k, np.nan) for a in group]))  # noqa: E731

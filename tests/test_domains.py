@@ -18,7 +18,7 @@ def test_comparison_with_source_and_target_logs_shift(marker_data, mlflow_uri) -
     cfg = tiny_config(marker_data)
     cfg["data"]["source_domains"] = ["scanner_a"]
     cfg["data"]["target_domains"] = ["scanner_b"]
-    cfg["shift"] = {"max_items": 10, "permutations": 20, "adabn": True, "gradcam": 1}
+    cfg["shift"] = {"max_items": 10, "permutations": 20, "adabn": True, "tent": True, "gradcam": 1}
     cfg["tracking"]["system_metrics"] = False
     comp = api.compare(cfg)
     assert all(it["domain"] == "scanner_a" for s in ("train", "val") for it in comp.data.splits[s])
@@ -33,7 +33,8 @@ def test_comparison_with_source_and_target_logs_shift(marker_data, mlflow_uri) -
         m = r.data.metrics
         for k in ("shift.mmd", "shift.mmd_p", "shift.coral", "shift.frechet", "shift.proxy_a_distance",
                   "source.test_auc", "target.test_auc", "target.test_auc_ci_low", "drop.test_auc", "drop.test_auc.scanner_b",
-                  "test_ece.scanner_a", "test_ece.scanner_b", "adabn.test_auc.scanner_b", "adabn.target.test_auc"):
+                  "test_ece.scanner_a", "test_ece.scanner_b", "adabn.test_auc.scanner_b", "adabn.target.test_auc",
+                  "tent.test_auc.scanner_b", "tent.target.test_auc", "tent.drop.test_auc"):
             assert k in m, (r.data.tags["medtl.strategy"], k)
         assert 0 <= m["shift.mmd_p"] <= 1 and 0 <= m["shift.proxy_a_distance"] <= 2
         assert m["drop.test_auc"] == pytest.approx(m["source.test_auc"] - m["target.test_auc"])
@@ -47,7 +48,7 @@ def test_comparison_with_source_and_target_logs_shift(marker_data, mlflow_uri) -
         assert {"plots/shift/embedding.png", "plots/shift/cka.png", "plots/shift/domains_auc.png",
                 "plots/shift/gradcam.png"} <= _files(client, r.info.run_id)
     table = comp.shift_table()
-    assert list(table["strategy"]) == ["frozen", "frozen+adabn", "full", "full+adabn"]
+    assert list(table["strategy"]) == ["frozen", "frozen+adabn", "frozen+tent", "full", "full+adabn", "full+tent"]
     cka_cols = [c for c in table.columns if c.startswith("cka.")]
     assert cka_cols == ["cka.stem", "cka.stage1", "cka.stage2"]  # the backbone's order, not alphabetical
     full = comp.arms[[a.strategy for a in comp.arms].index("full")]
