@@ -27,6 +27,7 @@ from medtl.data.datasets import DataBundle, class_weights, load_data, loader, pr
 from medtl.data.transforms import build_augmentations
 from medtl.hashing import json_sha256
 from medtl.domains import ShiftProbe
+from medtl.selection import SelectionProbe
 from medtl.metrics.summary import summarize
 from medtl.models.registry import InputSpec, get_backbone
 from medtl.models.transfer import BuiltBackbone, TransferModel, build_backbone, create_model, make_head
@@ -113,6 +114,11 @@ class Comparison:
 
     def sweep_table(self) -> pd.DataFrame:
         return sweep_table(self.arms)
+
+    def selection_table(self) -> pd.DataFrame:
+        from medtl.selection import selection_table
+
+        return selection_table(self.arms)
 
 
 class Tracker(Protocol):
@@ -378,6 +384,7 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
         comparison = Comparison(cfg, data, spec, folder=folder)
         shared = _Shared(cfg, data, spec, folder, device, ctx)
         shift = ShiftProbe(shared, cfg.train.seed)
+        select = SelectionProbe(shared, cfg.train.seed)
         if shift.active:  # the frozen ImageNet extractor, measured once on the same images as every arm
             seed_everything(cfg.train.seed)
             shift.prepare(build_backbone(cfg.backbone.name, pretrained=cfg.backbone.weights == "imagenet"))
@@ -387,6 +394,7 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
             for s in cfg.strategies:
                 tracker.start_arm(s, seed)
                 arm = run_arm(s, seed, shared, tracker, folder / f"{s.name}-seed{seed}", shift)
+                arm.metrics.update(select.score(arm))  # label-free validators (select.<validator>)
                 comparison.arms.append(arm)
                 tracker.end_arm(arm, comparison)
         comparison.best = pick_best(comparison.arms)

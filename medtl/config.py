@@ -72,6 +72,13 @@ class ShiftConfig(_Strict):
     gradcam: int = Field(default=3, ge=0)  # Grad-CAM overlays: scans per side (source, target); 0: none
 
 
+class SelectionConfig(_Strict):
+    """Label-free model selection (``medtl.selection``): on when there are unlabelled target scans."""
+
+    enabled: bool = True
+    max_items: int = Field(default=500, ge=3)  # unlabelled target scans each arm is scored on (one seeded draw)
+
+
 class WindowConfig(_Strict):
     level: float
     width: float = Field(gt=0)
@@ -202,6 +209,7 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     shift: ShiftConfig = Field(default_factory=ShiftConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
 
     @field_validator("strategies")
     @classmethod

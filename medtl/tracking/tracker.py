@@ -378,6 +378,13 @@ class MlflowTracker:
             profiles = {a.strategy: cka_profile(a) for a in comparison.arms if a.seed == comparison.arms[0].seed}
             c.log_figure(run_id, plots.cka_profile(profiles), "plots/shift/cka.png")
             plt.close("all")
+        chosen = comparison.selection_table()
+        if not chosen.empty:  # which arm each label-free validator would pick, and how it ranks on the target
+            c.log_text(run_id, markdown_table(chosen), "selection.md")
+            c.log_batch(run_id, tags=[RunTag(f"medtl.select.{r.validator}", r.picks) for r in chosen.itertuples()])
+            logged = c.get_run(run_id).data.metrics  # a resumed comparison logs its summary again
+            self._log_metrics(run_id, {k: v for r in chosen.itertuples()
+                                       if (k := f"select.{r.validator}.rank") not in logged and (v := float(r.rank_on_target_auc))})
         weights = next((a.weights_sha256 for a in comparison.arms if a.weights_sha256), "random-init")
         c.log_batch(run_id, tags=[RunTag("medtl.best_strategy", best.strategy), RunTag("medtl.best_seed", str(best.seed)),
                                   RunTag("medtl.weights_sha256", weights)])
