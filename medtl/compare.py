@@ -21,9 +21,9 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from medtl.config import ExperimentConfig, StrategyConfig
+from medtl.config import ADAPT_KINDS, ExperimentConfig, StrategyConfig
 from medtl.errors import ConfigError
-from medtl.data.datasets import DataBundle, class_weights, load_data, loader, prepared_dataset
+from medtl.data.datasets import DataBundle, class_weights, few_shot_items, load_data, loader, prepared_dataset
 from medtl.data.transforms import build_augmentations
 from medtl.hashing import json_sha256
 from medtl.domains import ShiftProbe
@@ -33,6 +33,7 @@ from medtl.models.registry import InputSpec, get_backbone
 from medtl.models.transfer import BuiltBackbone, TransferModel, build_backbone, create_model, make_head
 from medtl.training.distributed import SINGLE, DistContext, barrier, distributed_loader, process_group
 from medtl.training.feature_cache import Features, FeatureCache, feature_key
+from medtl.training.objectives import AdaptObjective
 from medtl.training.loop import (Checkpointer, FitOptions, FitResult, fit, predict_probs, resolve_device, seed_everything,
                                  selection_score)
 from medtl.training.strategies import HEAD, Schedule, build_schedule, probe_schedule
@@ -201,6 +202,15 @@ def pick_best(arms: list[ArmResult]) -> ArmResult:
     return max((a for a in arms if a.strategy == best_name), key=lambda a: score([a]))
 
 
+def check_target_data(cfg: ExperimentConfig, data: DataBundle) -> None:
+    """Arms that learn from the target site need its training scans: say so before any work."""
+    for s in cfg.strategies:
+        if (s.kind in ADAPT_KINDS or s.kind == "few-shot") and not data.splits.get("target"):
+            raise ConfigError(f"strategies.{s.name}", f"{s.kind} needs the target site's training scans, and there are none: "
+                              "set data.source_domains (a manifest's other domains' train rows become the target) or "
+                              "data.corruptions.train_per_domain (MedMNIST-C)")
+
+
 def run_folder(cfg: ExperimentConfig, root: Path | None = None) -> Path:
     """Where a config's checkpoints live: one folder per config (its hash), so --resume finds it."""
     key = json_sha256(cfg.model_dump(mode="json", exclude={"tracking"}))[:16]
@@ -233,6 +243,15 @@ class _Shared:
         single = loader(self.dataset(split, train), self.cfg.train.batch_size, shuffle=train,
                         num_workers=self.cfg.data.num_workers, seed=seed)
         return distributed_loader(single, self.ctx, train) if shard and self.ctx.active else single
+
+    def few_shot_split(self, s: StrategyConfig, seed: int) -> str:
+        """The source training split plus ``s.shots`` labelled target scans per class (each ``shot_repeat``
+        times), as a split of its own; the draw depends on the seed only."""
+        key = f"train+{s.shots}shots-x{s.shot_repeat}-seed{seed}"
+        if key not in self.data.splits:
+            shots = few_shot_items(self.data, int(s.shots or 0), seed)
+            self.data.splits[key] = self.data.splits["train"] + shots * s.shot_repeat
+        return key
 
     def checkpointer(self, folder: Path) -> Checkpointer:
         return Checkpointer(folder, write=self.ctx.is_main)
@@ -341,9 +360,17 @@ def run_arm(s: StrategyConfig, seed: int, shared: _Shared, tracker: Tracker, fol
             probe = _fit_head(model.head, feats, built.backbone.group_names[-1], probe_schedule(s, cfg.train), opts,
                               shared.checkpointer(folder / "probe"), None, cfg.train.batch_size)  # its curves: ArmResult.probe
         groups = model.groups()
+        objective = AdaptObjective.from_config(s, model) if s.kind in ADAPT_KINDS else None
+        for name, module in (objective.extra_modules() if objective else {}).items():  # trained beside, not kept
+            model.add_module(name, module)  # in the model's state while training: checkpoints and resume carry it
+            groups = OrderedDict([*list(groups.items())[:-1], (name, module), (HEAD, groups[HEAD])])
         schedule = build_schedule(s, tuple(groups), cfg.train)
-        result = fit(model, groups, schedule, shared.loader("train", train=True, seed=seed, shard=True),
-                     shared.loader("val", shard=True), opts, shared.checkpointer(folder / "model"), tracker.log_epoch)
+        train_split = shared.few_shot_split(s, seed) if s.kind == "few-shot" else "train"
+        adapt = {"target": shared.loader("target", train=True, seed=seed), "objective": objective} if objective else {}
+        result = fit(model, groups, schedule, shared.loader(train_split, train=True, seed=seed, shard=True),
+                     shared.loader("val", shard=True), opts, shared.checkpointer(folder / "model"), tracker.log_epoch, **adapt)
+        for name in (objective.extra_modules() if objective else {}):
+            delattr(model, name)
         probs, labels = predict_probs(model, shared.loader("test", shard=True), device, cfg.train.amp, "testing", shared.ctx)
     model.cpu().eval()
     build = {"backbone": cfg.backbone.name, "num_classes": k, "head": s.head if s.kind == "frozen" else "linear",
@@ -373,6 +400,7 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
     tracker = tracker if tracker is not None and ctx.is_main else NullTracker()
     device = ctx.device(cfg.train.device) if ctx.active else resolve_device(cfg.train.device)
     data = load_data(cfg.data, cfg.train.seed)
+    check_target_data(cfg, data)
     spec = get_backbone(cfg.backbone.name).weights.input_spec().with_size(cfg.preprocess.size)
     folder = run_folder(cfg, workdir)
     with process_group(ctx, device):

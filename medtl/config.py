@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from medtl.errors import ConfigError
 
-StrategyKind = Literal["frozen", "progressive", "full", "lp-ft", "surgical", "scratch"]
+StrategyKind = Literal["frozen", "progressive", "full", "lp-ft", "surgical", "scratch", "dann", "coral", "mcc", "few-shot"]
+# kinds that train with the target sites' unlabelled scans (medtl.training.objectives)
+ADAPT_KINDS = ("dann", "coral", "mcc")
 
 
 class _Strict(BaseModel):
@@ -135,6 +137,18 @@ class StrategyConfig(_Strict):
     # lp-ft
     probe_epochs: int = Field(default=10, ge=1)  # linear-probe epochs on cached features
     ft_lr_scale: float = Field(default=0.1, gt=0)  # fine-tuning rate = lr * this
+    # dann, coral, mcc: full fine-tuning plus a weighted adaptation loss on unlabelled target scans
+    weight: float = Field(default=1.0, ge=0)  # the adaptation loss's weight (dann: TLlib's trade-off)
+    # how the weight rises over training: ganin (2/(1+exp(-gamma p))-1; dann's default, on its gradient
+    # reversal) or constant (coral's and mcc's default)
+    weight_schedule: Literal["ganin", "constant"] | None = None
+    gamma: float = Field(default=10.0, gt=0)  # Ganin's schedule steepness
+    align_layer: str | None = None  # dann, coral: whose pooled features are aligned (default: the head's input)
+    temperature: float = Field(default=2.5, gt=0)  # mcc: softmax temperature of the target predictions
+    discriminator_hidden: int = Field(default=256, ge=1)  # dann: hidden width of the domain discriminator
+    # few-shot: full fine-tuning on the source plus this many labelled target scans per class
+    shots: int | None = Field(default=None, ge=1)
+    shot_repeat: int = Field(default=1, ge=1)  # few-shot: times each shot appears per epoch
 
     @model_validator(mode="after")
     def _default_kind(self) -> StrategyConfig:
@@ -145,6 +159,8 @@ class StrategyConfig(_Strict):
             self.kind = self.name  # type: ignore[assignment]
         if self.kind == "surgical" and not self.groups:
             raise ValueError(f"strategy '{self.name}' is surgical and needs 'groups'")
+        if self.kind == "few-shot" and self.shots is None:
+            raise ValueError(f"strategy '{self.name}' is few-shot and needs 'shots' (labelled target scans per class)")
         if self.layer is not None and self.layers is not None:
             raise ValueError(f"strategy '{self.name}': give 'layer' or 'layers' (a sweep), not both")
         stray = sorted(f for f in self.model_fields_set if self.kind not in _APPLIES.get(f, kinds))
@@ -158,10 +174,12 @@ class StrategyConfig(_Strict):
 # settings that mean something for some kinds only: set on another kind they are a mistake, not a no-op
 _APPLIES: dict[str, tuple[str, ...]] = {
     "head": ("frozen",), "layer": ("frozen",), "layers": ("frozen",),
-    "warmup_epochs": ("progressive", "full", "lp-ft", "surgical", "scratch"),
+    "warmup_epochs": ("progressive", "full", "lp-ft", "surgical", "scratch", *ADAPT_KINDS, "few-shot"),
     "unfreeze_every": ("progressive",), "lr_factor": ("progressive",),
-    "bn_stats": ("progressive", "full", "lp-ft", "surgical", "scratch"), "groups": ("surgical",),
+    "bn_stats": ("progressive", "full", "lp-ft", "surgical", "scratch", *ADAPT_KINDS, "few-shot"), "groups": ("surgical",),
     "probe_epochs": ("lp-ft",), "ft_lr_scale": ("lp-ft",),
+    "weight": ADAPT_KINDS, "weight_schedule": ADAPT_KINDS, "gamma": ADAPT_KINDS, "align_layer": ("dann", "coral"),
+    "temperature": ("mcc",), "discriminator_hidden": ("dann",), "shots": ("few-shot",), "shot_repeat": ("few-shot",),
 }
 
 

@@ -106,7 +106,7 @@ def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 
 def mcc_loss(logits_t: torch.Tensor, temperature: float = 2.5) -> torch.Tensor:
-    """Minimum class confusion on target logits (Jin et al. 2020; the paper's temperature 2.5)."""
+    """Minimum class confusion on target logits (Jin et al. 2020)."""
     n, k = logits_t.shape
     p = F.softmax(logits_t.float() / temperature, dim=1)
     w = 1.0 + torch.exp(-entropy(p).detach())

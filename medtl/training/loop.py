@@ -14,7 +14,7 @@ import copy
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -190,8 +190,19 @@ def fit(
     opts: FitOptions,
     checkpoint: Checkpointer | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    target: DataLoader | None = None,
+    objective: Callable[..., tuple[torch.Tensor, dict[str, float]]] | None = None,
 ) -> FitResult:
-    """Train ``model`` by ``schedule``; on return the model holds its best-validation weights."""
+    """Train ``model`` by ``schedule``; on return the model holds its best-validation weights.
+
+    ``target`` (unlabelled scans of the new site, cycled) and ``objective`` go together: each step
+    then calls ``objective(model, x, y, x_target, progress, ce)`` for the loss and the numbers it
+    logs per epoch as ``adapt.<name>`` (``medtl.training.objectives``); progress runs 0 -> 1 over training.
+    """
+    if (target is None) != (objective is None):
+        raise ValueError("fit: a target stream and an objective go together")
+    if objective is not None and opts.dist.active:
+        raise ValueError("adaptation objectives do not run under torchrun yet; run them in one process")
     device = opts.device
     model.to(device)
     # channels_last on the CPU too: oneDNN's convolutions in NHWC trained efficientnet_lite0 2.0x
@@ -236,15 +247,26 @@ def fit(
             set_trainable(groups, trainable, schedule.bn_stats)
             if dist.active and wrapped_for != set(trainable):  # DDP fixes its parameter set when built
                 net, wrapped_for = ddp(model, device), set(trainable)
-            total, count = 0.0, 0
+            total, count, count_steps = 0.0, 0, 0
             peak = dict.fromkeys(names, 0.0)  # the highest rate each group trained at this epoch
+            adapt_sums: dict[str, float] = {}
+            target_batches = _cycle(target, opts.seed * 1_000_003 + epoch) if target is not None else None
             for batch in track(train_loader, f"{opts.description} epoch {epoch + 1}/{schedule.epochs}", total=len(train_loader)):
                 x, y = _xy(batch) if batch is not None else _empty_batch(train_loader)
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 if channels_last and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with autocast(device, opts.amp):
-                    if dist.active:
+                    if target_batches is not None and objective is not None:
+                        x_t = next(target_batches)["image"].to(device, non_blocking=True)
+                        if channels_last and x_t.ndim == 4:
+                            x_t = x_t.contiguous(memory_format=torch.channels_last)
+                        progress = (epoch * steps + count_steps) / max(1, schedule.epochs * steps)
+                        loss, logs = objective(model, x, y, x_t, progress, loss_fn)
+                        batch_loss, n = float(loss.detach()), len(y)
+                        for k, v in logs.items():
+                            adapt_sums[k] = adapt_sums.get(k, 0.0) + v * n
+                    elif dist.active:
                         loss, batch_loss, n = _global_mean_loss(net(x).float(), y, loss_fn.weight, dist, device)
                     else:
                         loss = loss_fn(model(x).float(), y)
@@ -257,6 +279,7 @@ def fit(
                 sched.step()
                 total += batch_loss * n
                 count += n
+                count_steps += 1
             probs, labels = predict_probs(model, val_loader, device, opts.amp, "validating", dist)
             val_loss = float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels).long(),
                                                     weight=None if opts.class_weights is None else opts.class_weights.cpu()))
@@ -264,6 +287,7 @@ def fit(
             row = {"epoch": float(epoch), "train_loss": total / max(count, 1), "val_loss": val_loss, "val_auc": val_auc,
                    "unfrozen_groups": float(len([g for g in trainable if g != HEAD]))}
             row.update({f"lr.{g}": peak[g] for g in names})
+            row.update({f"adapt.{k}": v / max(count, 1) for k, v in adapt_sums.items()})
             history.append(row)
             if selection_score(row) > best:
                 best, best_epoch, bad_epochs = selection_score(row), epoch, 0
@@ -290,6 +314,13 @@ def selection_score(row: dict[str, float]) -> tuple[float, float]:
     small validation split), validation loss alone."""
     auc = row["val_auc"]
     return (auc if math.isfinite(auc) else -math.inf), -row["val_loss"]
+
+
+def _cycle(loader: DataLoader, seed: int) -> Iterator[Any]:
+    """The loader's batches over and over (the target stream outlasts no source epoch), reseeded per epoch."""
+    _reseed_loader(loader, seed)
+    while True:
+        yield from loader
 
 
 def _reseed_loader(loader: DataLoader, seed: int) -> None:

@@ -92,7 +92,7 @@ def build_schedule(s: StrategyConfig, groups: tuple[str, ...], train: TrainConfi
     lr = s.lr or train.lr
     if s.kind == "frozen":
         return head_only((HEAD,), epochs, s.lr or train.head_lr, train.schedule)
-    if s.kind in ("full", "scratch"):
+    if s.kind in ("full", "scratch", "dann", "coral", "mcc", "few-shot"):  # adaptation kinds: full fine-tuning + their loss
         return _all_at(groups, epochs, lr, train.schedule, s.warmup_epochs, s.bn_stats)
     if s.kind == "lp-ft":
         return _all_at(groups, epochs, lr * s.ft_lr_scale, train.schedule, s.warmup_epochs, s.bn_stats)
