@@ -25,13 +25,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import MEDMNIST, header, load_average, publish  # noqa: E402
-from medtl.compare import _fit_head, _fit_options, _Shared  # noqa: E402
+from medtl.compare import _fit_options, _Shared  # noqa: E402
 from medtl.config import load_config  # noqa: E402
 from medtl.data.datasets import load_data  # noqa: E402
 from medtl.models.registry import get_backbone  # noqa: E402
 from medtl.models.transfer import TransferModel, build_backbone, make_head  # noqa: E402
 from medtl.training.loop import fit, resolve_device, seed_everything  # noqa: E402
-from medtl.training.strategies import HEAD, build_schedule, head_only  # noqa: E402
+from medtl.training.schedule import HEAD, head_only  # noqa: E402
+from medtl.training.strategies import build_schedule  # noqa: E402
+from medtl.training.strategies.frozen import fit_head  # noqa: E402
 
 SECTION = "bench_frozen_cache"
 NPZ = MEDMNIST / "breastmnist.npz"
@@ -63,7 +65,7 @@ def cached_arm(cfg, data, spec, device, cache: Path) -> tuple[float, float]:  # 
     seed_everything(0)
     head = make_head(built.feature_dims[built.backbone.group_names[-1]], len(data.classes), "linear")
     s = cfg.strategies[0]
-    result = _fit_head(head, feats, built.backbone.group_names[-1], build_schedule(s, (HEAD,), cfg.train),
+    result = fit_head(head, feats, built.backbone.group_names[-1], build_schedule(s, (HEAD,), cfg.train),
                        _fit_options(cfg, data, 0, torch.device("cpu"), "cached"), None, None, cfg.train.batch_size)
     return time.perf_counter() - start, result.history[-1]["val_auc"]
 

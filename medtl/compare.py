@@ -11,32 +11,28 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
-from medtl.config import ADAPT_KINDS, ExperimentConfig, StrategyConfig
+from medtl.config import ExperimentConfig, StrategyConfig
 from medtl.errors import ConfigError
-from medtl.data.datasets import DataBundle, class_weights, few_shot_items, load_data, loader, prepared_dataset
+from medtl.data.datasets import DataBundle, class_weights, load_data, loader, prepared_dataset
 from medtl.data.transforms import build_augmentations
 from medtl.hashing import json_sha256
 from medtl.domains import ShiftProbe
 from medtl.selection import SelectionProbe
 from medtl.metrics.summary import summarize
 from medtl.models.registry import InputSpec, get_backbone
-from medtl.models.transfer import BuiltBackbone, TransferModel, build_backbone, create_model, make_head
+from medtl.models.transfer import BuiltBackbone, TransferModel, build_backbone, create_model
 from medtl.training.distributed import SINGLE, DistContext, barrier, distributed_loader, process_group
 from medtl.training.feature_cache import Features, FeatureCache, feature_key
-from medtl.training.objectives import AdaptObjective
-from medtl.training.loop import (Checkpointer, FitOptions, FitResult, fit, predict_probs, resolve_device, seed_everything,
-                                 selection_score)
-from medtl.training.strategies import HEAD, Schedule, build_schedule, probe_schedule
+from medtl.training.loop import Checkpointer, FitOptions, FitResult, resolve_device, seed_everything, selection_score
+from medtl.training.strategies import Arm, strategy_for
 
 @dataclass
 class ArmResult:
@@ -183,20 +179,11 @@ def sweep_table(arms: list[ArmResult]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["strategy", "layer", "dim", "val_auc", "val_auc_std", "chosen"])
 
 
-def best_val_loss(r: FitResult) -> float:
-    """Validation loss at the epoch whose weights were kept."""
-    return next((h["val_loss"] for h in r.history if int(h["epoch"]) == r.best_epoch), float("inf"))
-
-
-def _val_loss(arm: ArmResult) -> float:
-    return best_val_loss(arm.fit)
-
-
 def pick_best(arms: list[ArmResult]) -> ArmResult:
     """Highest mean validation AUC over seeds; ties (common on easy data) go to the lower validation loss."""
     def score(group: list[ArmResult]) -> tuple[float, float]:
         return selection_score({"val_auc": float(np.mean([a.val_auc for a in group])),
-                                "val_loss": float(np.mean([_val_loss(a) for a in group]))})
+                                "val_loss": float(np.mean([a.fit.best_val_loss for a in group]))})
 
     best_name = max(dict.fromkeys(a.strategy for a in arms), key=lambda n: score([a for a in arms if a.strategy == n]))
     return max((a for a in arms if a.strategy == best_name), key=lambda a: score([a]))
@@ -205,7 +192,7 @@ def pick_best(arms: list[ArmResult]) -> ArmResult:
 def check_target_data(cfg: ExperimentConfig, data: DataBundle) -> None:
     """Arms that learn from the target site need its training scans: say so before any work."""
     for s in cfg.strategies:
-        if (s.kind in ADAPT_KINDS or s.kind == "few-shot") and not data.splits.get("target"):
+        if strategy_for(s).uses_target and not data.splits.get("target"):
             raise ConfigError(f"strategies.{s.name}", f"{s.kind} needs the target site's training scans, and there are none: "
                               "set data.source_domains (a manifest's other domains' train rows become the target) or "
                               "data.corruptions.train_per_domain (MedMNIST-C)")
@@ -244,13 +231,10 @@ class _Shared:
                         num_workers=self.cfg.data.num_workers, seed=seed)
         return distributed_loader(single, self.ctx, train) if shard and self.ctx.active else single
 
-    def few_shot_split(self, s: StrategyConfig, seed: int) -> str:
-        """The source training split plus ``s.shots`` labelled target scans per class (each ``shot_repeat``
-        times), as a split of its own; the draw depends on the seed only."""
-        key = f"train+{s.shots}shots-x{s.shot_repeat}-seed{seed}"
+    def extra_split(self, key: str, build: Any) -> str:
+        """A split a strategy makes from the data (``build(bundle) -> items``; few-shot's source + shots), built once."""
         if key not in self.data.splits:
-            shots = few_shot_items(self.data, int(s.shots or 0), seed)
-            self.data.splits[key] = self.data.splits["train"] + shots * s.shot_repeat
+            self.data.splits[key] = build(self.data)
         return key
 
     def checkpointer(self, folder: Path) -> Checkpointer:
@@ -279,66 +263,6 @@ def _fit_options(cfg: ExperimentConfig, data: DataBundle, seed: int, device: tor
                       channels_last=cfg.train.channels_last, description=name, dist=dist)
 
 
-def _fit_head(head: torch.nn.Module, feats: dict[str, Features], layer: str, schedule: Schedule, opts: FitOptions,
-              ckpt: Checkpointer | None, on_epoch: Any, batch_size: int) -> FitResult:
-    """Train a head on cached features of one layer (on the CPU: a head is too small to gain from a GPU;
-    under torchrun every rank trains the same head, rank 0 alone writes its checkpoint)."""
-    def tensors(split: str) -> TensorDataset:
-        return TensorDataset(feats[split]["features"][layer], feats[split]["labels"])
-
-    train = DataLoader(tensors("train"), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(opts.seed))
-    val = DataLoader(tensors("val"), batch_size=batch_size)
-    head_opts = replace(opts, device=torch.device("cpu"), amp=False, channels_last=False, dist=SINGLE)
-    return fit(head, OrderedDict([(HEAD, head)]), schedule, train, val, head_opts, ckpt, on_epoch)
-
-
-def sweep_layers(s: StrategyConfig, groups: list[str]) -> list[str]:
-    """The layer groups a ``frozen`` arm tries: its ``layers`` (a sweep), else its one ``layer``."""
-    wanted = groups if s.layers == "all" else list(s.layers or [s.layer or groups[-1]])
-    unknown = [g for g in wanted if g not in groups]
-    if unknown:
-        key = "layers" if s.layers is not None else "layer"
-        raise ConfigError(f"strategies.{s.name}.{key}", f"unknown layer group(s) {unknown} (groups: {', '.join(groups)})")
-    return list(dict.fromkeys(wanted))
-
-
-def _selection_key(r: FitResult, order: int) -> tuple[float, float, int]:
-    """As the loop chooses epochs (``selection_score``), then the deeper layer."""
-    return (*selection_score({"val_auc": r.best_val_auc, "val_loss": best_val_loss(r)}), order)
-
-
-def _frozen_arm(s: StrategyConfig, seed: int, shared: _Shared, built: BuiltBackbone, opts: FitOptions, tracker: Tracker,
-                folder: Path) -> tuple[TransferModel, FitResult, np.ndarray, np.ndarray, dict[str, dict[str, float]] | None]:
-    """A head per candidate layer on cached features; the best on validation is the arm's model."""
-    cfg, k = shared.cfg, len(shared.data.classes)
-    names = built.backbone.group_names
-    layers = sweep_layers(s, names)
-    feats = {sp: shared.features_for(built, seed, sp) for sp in ("train", "val")}
-    schedule = build_schedule(s, (HEAD,), cfg.train)
-    sweeping = s.layers is not None
-    trials: dict[str, tuple[torch.nn.Module, FitResult]] = {}
-    for layer in layers:
-        seed_everything(seed)  # every layer's head starts from the same draw, whatever the order
-        head = make_head(built.feature_dims[layer], k, s.head)
-        ckpt = shared.checkpointer(folder / (f"head-{layer}" if sweeping else "head"))
-        trials[layer] = head, _fit_head(head, feats, layer, schedule, opts, ckpt, None if sweeping else tracker.log_epoch,
-                                        cfg.train.batch_size)
-    best = max(layers, key=lambda g: _selection_key(trials[g][1], names.index(g)))
-    head, result = trials[best]
-    sweep = None
-    if sweeping:
-        for row in result.history:  # the chosen layer's curves, as a single-layer arm logs them
-            tracker.log_epoch(int(row["epoch"]), row)
-        sweep = {g: {"val_auc": r.best_val_auc, "val_loss": best_val_loss(r), "best_epoch": float(r.best_epoch),
-                     "dim": float(built.feature_dims[g])} for g, (_, r) in trials.items()}
-    model = TransferModel(built.backbone, head, None if best == names[-1] else best)
-    test = shared.features_for(built, seed, "test")
-    head.eval()
-    with torch.no_grad():
-        probs = torch.softmax(head(test["features"][best]), 1).numpy()
-    return model, result, probs, test["labels"].numpy(), sweep
-
-
 def run_arm(s: StrategyConfig, seed: int, shared: _Shared, tracker: Tracker, folder: Path, shift: ShiftProbe | None = None) -> ArmResult:
     """Train and evaluate one arm; a finished arm found on disk (``--resume``) is loaded, not retrained."""
     if (folder / ArmResult.RESULT).is_file():
@@ -346,42 +270,21 @@ def run_arm(s: StrategyConfig, seed: int, shared: _Shared, tracker: Tracker, fol
     cfg, data, device = shared.cfg, shared.data, shared.device
     k = len(data.classes)
     start = time.perf_counter()
+    strategy = strategy_for(s)
     seed_everything(seed)  # a scratch backbone's random init is drawn here
-    built = build_backbone(cfg.backbone.name, pretrained=(s.kind != "scratch" and cfg.backbone.weights == "imagenet"))
+    built = build_backbone(cfg.backbone.name, pretrained=(strategy.pretrained and cfg.backbone.weights == "imagenet"))
     opts = _fit_options(cfg, data, seed, device, s.name, shared.ctx)
-    probe, sweep = None, None
-    if s.kind == "frozen":
-        model, result, probs, labels, sweep = _frozen_arm(s, seed, shared, built, opts, tracker, folder)
-    else:
-        seed_everything(seed)
-        model = TransferModel(built.backbone, make_head(built.feature_dims[built.backbone.group_names[-1]], k, "linear"))
-        if s.kind == "lp-ft":  # LP-FT: a linear probe on the cached features; fine-tuning starts from its head
-            feats = {sp: shared.features_for(built, seed, sp) for sp in ("train", "val")}
-            probe = _fit_head(model.head, feats, built.backbone.group_names[-1], probe_schedule(s, cfg.train), opts,
-                              shared.checkpointer(folder / "probe"), None, cfg.train.batch_size)  # its curves: ArmResult.probe
-        groups = model.groups()
-        objective = AdaptObjective.from_config(s, model) if s.kind in ADAPT_KINDS else None
-        for name, module in (objective.extra_modules() if objective else {}).items():  # trained beside, not kept
-            model.add_module(name, module)  # in the model's state while training: checkpoints and resume carry it
-            groups = OrderedDict([*list(groups.items())[:-1], (name, module), (HEAD, groups[HEAD])])
-        schedule = build_schedule(s, tuple(groups), cfg.train)
-        train_split = shared.few_shot_split(s, seed) if s.kind == "few-shot" else "train"
-        adapt = {"target": shared.loader("target", train=True, seed=seed), "objective": objective} if objective else {}
-        result = fit(model, groups, schedule, shared.loader(train_split, train=True, seed=seed, shard=True),
-                     shared.loader("val", shard=True), opts, shared.checkpointer(folder / "model"), tracker.log_epoch, **adapt)
-        for name in (objective.extra_modules() if objective else {}):
-            delattr(model, name)
-        probs, labels = predict_probs(model, shared.loader("test", shard=True), device, cfg.train.amp, "testing", shared.ctx)
+    trained = strategy.train(Arm(shared, cfg.train, built, k, seed, opts, folder, tracker.log_epoch))
+    model, result, probs, labels, sweep = trained.model, trained.fit, trained.probs, trained.labels, trained.sweep
     model.cpu().eval()
-    build = {"backbone": cfg.backbone.name, "num_classes": k, "head": s.head if s.kind == "frozen" else "linear",
-             "layer": model.layer}
+    build = {"backbone": cfg.backbone.name, "num_classes": k, "head": trained.head, "layer": model.layer}
     items = pd.DataFrame([{"path": it["path"], "domain": it["domain"], "patient": it["patient"]} for it in data.splits["test"]])
     metrics = summarize(labels, probs, items["domain"].tolist(), items["patient"].tolist(), "test", cfg.train.bootstrap, seed)
     metrics["val_auc"] = result.best_val_auc
     for g, row in (sweep or {}).items():
         metrics[f"sweep.val_auc.{g}"] = row["val_auc"]
     arm = ArmResult(s.name, str(s.kind), seed, model, result, result.best_val_auc, metrics, probs, labels, items,
-                    built.weights_id, built.weights_sha256, time.perf_counter() - start, probe, folder, build, sweep)
+                    built.weights_id, built.weights_sha256, time.perf_counter() - start, trained.probe, folder, build, sweep)
     if shift is not None and shift.active:
         arm.shift = shift.analyse(arm, seed)
         arm.metrics.update(arm.shift.metrics)

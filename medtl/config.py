@@ -6,17 +6,13 @@ Unknown keys are errors (INTERFACE.md), so a typo never silently falls back to a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, field_validator,
+                      model_validator)
 
 from medtl.errors import ConfigError
-
-StrategyKind = Literal["frozen", "progressive", "full", "lp-ft", "surgical", "scratch", "dann", "coral", "mcc", "few-shot"]
-# kinds that train with the target sites' unlabelled scans (medtl.training.objectives)
-ADAPT_KINDS = ("dann", "coral", "mcc")
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False)
@@ -114,73 +110,149 @@ class BackboneConfig(_Strict):
     weights: Literal["imagenet", "none"] = "imagenet"
 
 
-class StrategyConfig(_Strict):
-    """One arm of the comparison. ``kind`` defaults to ``name``; see ``medtl.training.strategies``."""
+class _Strategy(_Strict):
+    """What every arm has: a name (``kind`` defaults to it), its epochs and base rate."""
 
     name: str
-    kind: StrategyKind | None = None
     epochs: int | None = Field(default=None, ge=1)
     lr: float | None = Field(default=None, gt=0)
-    warmup_epochs: float = Field(default=0.5, ge=0)  # linear warm-up of each group from its unfreeze
-    # frozen
+
+
+class FrozenConfig(_Strategy):
+    """A head on features cached from the frozen backbone (``medtl.training.strategies.frozen``)."""
+
+    kind: Literal["frozen"] = "frozen"
     head: Literal["linear", "mlp"] = "linear"
     layer: str | None = None  # which layer group's pooled output feeds the head (default: the last)
     layers: list[str] | Literal["all"] | None = None  # layer sweep: a head per group, best by val AUC
-    # progressive
-    unfreeze_every: int = Field(default=1, ge=1)  # epochs between unfreezes, top group first
-    lr_factor: float = Field(default=2.6, gt=0)  # ULMFiT's divisor per group down from the head
+
+    @model_validator(mode="after")
+    def _one_layer_rule(self) -> FrozenConfig:
+        if self.layer is not None and self.layers is not None:
+            raise ValueError(f"strategy '{self.name}': give 'layer' or 'layers' (a sweep), not both")
+        return self
+
+
+class _FineTune(_Strategy):
+    """Kinds that train backbone groups (``medtl.training.strategies.finetune``)."""
+
+    warmup_epochs: float = Field(default=0.5, ge=0)  # linear warm-up of each group from its unfreeze
     # which batch-norm layers update their running statistics on the new data: those of trainable
     # groups (the usual), none ("frozen": ImageNet statistics kept, affine weights still learn), or all
     bn_stats: Literal["trainable", "frozen", "all"] = "trainable"
-    # surgical
-    groups: list[str] = Field(default_factory=list)  # groups trained beside the head
-    # lp-ft
-    probe_epochs: int = Field(default=10, ge=1)  # linear-probe epochs on cached features
-    ft_lr_scale: float = Field(default=0.1, gt=0)  # fine-tuning rate = lr * this
-    # dann, coral, mcc: full fine-tuning plus a weighted adaptation loss on unlabelled target scans
-    weight: float = Field(default=1.0, ge=0)  # the adaptation loss's weight (dann: TLlib's trade-off)
-    # how the weight rises over training: ganin (2/(1+exp(-gamma p))-1; dann's default, on its gradient
-    # reversal) or constant (coral's and mcc's default)
-    weight_schedule: Literal["ganin", "constant"] | None = None
-    gamma: float = Field(default=10.0, gt=0)  # Ganin's schedule steepness
-    align_layer: str | None = None  # dann, coral: whose pooled features are aligned (default: the head's input)
-    temperature: float = Field(default=2.5, gt=0)  # mcc: softmax temperature of the target predictions
-    discriminator_hidden: int = Field(default=256, ge=1)  # dann: hidden width of the domain discriminator
-    # few-shot: full fine-tuning on the source plus this many labelled target scans per class
-    shots: int | None = Field(default=None, ge=1)
-    shot_repeat: int = Field(default=1, ge=1)  # few-shot: times each shot appears per epoch
+
+
+class FullConfig(_FineTune):
+    kind: Literal["full"] = "full"
+
+
+class ScratchConfig(_FineTune):
+    kind: Literal["scratch"] = "scratch"
 
     @model_validator(mode="after")
-    def _default_kind(self) -> StrategyConfig:
-        kinds = StrategyKind.__args__  # type: ignore[attr-defined]
-        if self.kind is None:
-            if self.name not in kinds:
-                raise ValueError(f"strategy '{self.name}' needs a kind (one of {', '.join(kinds)})")
-            self.kind = self.name  # type: ignore[assignment]
-        if self.kind == "surgical" and not self.groups:
-            raise ValueError(f"strategy '{self.name}' is surgical and needs 'groups'")
-        if self.kind == "few-shot" and self.shots is None:
-            raise ValueError(f"strategy '{self.name}' is few-shot and needs 'shots' (labelled target scans per class)")
-        if self.layer is not None and self.layers is not None:
-            raise ValueError(f"strategy '{self.name}': give 'layer' or 'layers' (a sweep), not both")
-        stray = sorted(f for f in self.model_fields_set if self.kind not in _APPLIES.get(f, kinds))
-        if stray:
-            raise ValueError(f"strategy '{self.name}' ({self.kind}): {', '.join(stray)} does not apply to this kind")
-        if self.kind == "scratch" and self.bn_stats == "frozen":
+    def _no_imagenet_stats(self) -> ScratchConfig:
+        if self.bn_stats == "frozen":
             raise ValueError(f"strategy '{self.name}': a scratch network has no ImageNet statistics to keep (bn_stats)")
         return self
 
 
-# settings that mean something for some kinds only: set on another kind they are a mistake, not a no-op
-_APPLIES: dict[str, tuple[str, ...]] = {
-    "head": ("frozen",), "layer": ("frozen",), "layers": ("frozen",),
-    "warmup_epochs": ("progressive", "full", "lp-ft", "surgical", "scratch", *ADAPT_KINDS, "few-shot"),
-    "unfreeze_every": ("progressive",), "lr_factor": ("progressive",),
-    "bn_stats": ("progressive", "full", "lp-ft", "surgical", "scratch", *ADAPT_KINDS, "few-shot"), "groups": ("surgical",),
-    "probe_epochs": ("lp-ft",), "ft_lr_scale": ("lp-ft",),
-    "weight": ADAPT_KINDS, "weight_schedule": ADAPT_KINDS, "gamma": ADAPT_KINDS, "align_layer": ("dann", "coral"),
-    "temperature": ("mcc",), "discriminator_hidden": ("dann",), "shots": ("few-shot",), "shot_repeat": ("few-shot",),
-}
+class ProgressiveConfig(_FineTune):
+    kind: Literal["progressive"] = "progressive"
+    unfreeze_every: int = Field(default=1, ge=1)  # epochs between unfreezes, top group first
+    lr_factor: float = Field(default=2.6, gt=0)  # ULMFiT's divisor per group down from the head
+
+
+class SurgicalConfig(_FineTune):
+    kind: Literal["surgical"] = "surgical"
+    groups: list[str] = Field(default_factory=list)  # groups trained beside the head
+
+    @model_validator(mode="after")
+    def _needs_groups(self) -> SurgicalConfig:
+        if not self.groups:
+            raise ValueError(f"strategy '{self.name}' is surgical and needs 'groups'")
+        return self
+
+
+class LpFtConfig(_FineTune):
+    kind: Literal["lp-ft"] = "lp-ft"
+    probe_epochs: int = Field(default=10, ge=1)  # linear-probe epochs on cached features
+    ft_lr_scale: float = Field(default=0.1, gt=0)  # fine-tuning rate = lr * this
+
+
+class _Adapting(_FineTune):
+    """Full fine-tuning plus a weighted adaptation loss on the target's unlabelled scans
+    (``medtl.training.strategies.adapt``)."""
+
+    weight: float = Field(default=1.0, ge=0)  # the adaptation loss's weight (dann: TLlib's trade-off)
+    # how the weight rises over training: ganin (2/(1+exp(-gamma p))-1, Ganin et al. 2016) or constant
+    weight_schedule: Literal["ganin", "constant"] = "constant"
+    gamma: float = Field(default=10.0, gt=0)  # steepness of Ganin's schedule
+
+
+class DannConfig(_Adapting):
+    """Domain-adversarial training: a discriminator on gradient-reversed features (Ganin et al. 2016)."""
+
+    kind: Literal["dann"] = "dann"
+    weight_schedule: Literal["ganin", "constant"] = "ganin"  # on the gradient reversal's coefficient
+    align_layer: str | None = None  # whose pooled features the discriminator sees (default: the head's input)
+    discriminator_hidden: int = Field(default=256, ge=1)  # hidden width of the domain discriminator
+
+
+class CoralConfig(_Adapting):
+    """Deep CORAL: source and target feature covariances aligned (Sun & Saenko 2016)."""
+
+    kind: Literal["coral"] = "coral"
+    align_layer: str | None = None  # whose pooled features are aligned (default: the head's input)
+
+
+class MccConfig(_Adapting):
+    """Minimum class confusion on the target's predictions (Jin et al. 2020)."""
+
+    kind: Literal["mcc"] = "mcc"
+    temperature: float = Field(default=2.5, gt=0)  # softmax temperature of the target predictions
+
+
+class FewShotConfig(_FineTune):
+    """Full fine-tuning on the source plus ``shots`` labelled target scans per class
+    (``medtl.training.strategies.fewshot``): the upper baseline for a site that can label a few."""
+
+    kind: Literal["few-shot"] = "few-shot"
+    shots: int = Field(ge=1)
+    shot_repeat: int = Field(default=1, ge=1)  # times each shot appears per epoch
+
+
+# One model per kind; a new kind adds its model here and its home under medtl/training/strategies/.
+STRATEGY_MODELS: tuple[type[_Strategy], ...] = (FrozenConfig, ProgressiveConfig, FullConfig, LpFtConfig, SurgicalConfig,
+                                                ScratchConfig, DannConfig, CoralConfig, MccConfig, FewShotConfig)
+STRATEGY_KINDS: tuple[str, ...] = tuple(m.model_fields["kind"].default for m in STRATEGY_MODELS)
+
+
+def _kind_of(v: Any) -> str | None:
+    """The union's tag: ``kind``, else ``name`` (``{name: full}`` means kind full)."""
+    if isinstance(v, dict):
+        return v.get("kind") or v.get("name")
+    return getattr(v, "kind", None)
+
+
+StrategyConfig = Annotated[Union[tuple(Annotated[m, Tag(m.model_fields["kind"].default)] for m in STRATEGY_MODELS)],  # type: ignore[valid-type]
+                           Discriminator(_kind_of)]
+"""One arm of the comparison: the config model of its kind (a setting of another kind is an error)."""
+
+
+def strategy_config(tree: dict[str, Any] | None = None, **fields: Any) -> Any:
+    """A validated strategy config from a mapping or keywords: ``strategy_config(name="lp-ft", probe_epochs=3)``."""
+    return TypeAdapter(StrategyConfig).validate_python({**(tree or {}), **fields})
+
+
+def _check_kinds(strategies: Any) -> Any:
+    """Before the union: a name that is no kind needs an explicit ``kind`` (a plain message, not pydantic's)."""
+    for s in strategies if isinstance(strategies, list) else []:
+        if isinstance(s, dict) and _kind_of(s) not in STRATEGY_KINDS:
+            given = s.get("kind")
+            if given is None:
+                raise ValueError(f"strategy '{s.get('name')}' needs a kind (one of {', '.join(STRATEGY_KINDS)})")
+            raise ValueError(f"strategy '{s.get('name')}': unknown kind '{given}' (one of {', '.join(STRATEGY_KINDS)})")
+    return strategies
 
 
 class TrainConfig(_Strict):
@@ -222,12 +294,14 @@ class ExperimentConfig(_Strict):
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     strategies: list[StrategyConfig] = Field(
-        default_factory=lambda: [StrategyConfig(name="frozen"), StrategyConfig(name="full")]
+        default_factory=lambda: [FrozenConfig(name="frozen"), FullConfig(name="full")]
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     shift: ShiftConfig = Field(default_factory=ShiftConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
+
+    _known_kinds = field_validator("strategies", mode="before")(_check_kinds)
 
     @field_validator("strategies")
     @classmethod
@@ -273,6 +347,25 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+_ANY_STRATEGY_FIELD = {f for m in STRATEGY_MODELS for f in m.model_fields}
+
+
+def _named(tree: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in tree["strategies"] if isinstance(s, dict) and s.get("name") == name)
+
+
+def _strategy_loc(tree: dict[str, Any], loc: list[Any]) -> list[Any]:
+    """``strategies.<index>.<kind tag>.key`` -> ``strategies.<name>.key``, as ``--set`` spells it."""
+    if len(loc) >= 2 and loc[0] == "strategies" and isinstance(loc[1], int):
+        entry = tree["strategies"][loc[1]]
+        name = entry.get("name", loc[1]) if isinstance(entry, dict) else loc[1]
+        rest = loc[2:]
+        if rest and rest[0] == _kind_of(entry):
+            rest = rest[1:]
+        return ["strategies", name, *rest]
+    return loc
+
+
 def load_config(
     source: str | Path | dict[str, Any], overrides: list[str] | None = None
 ) -> ExperimentConfig:
@@ -300,10 +393,13 @@ def load_config(
         cfg = ExperimentConfig.model_validate(tree)
     except ValidationError as e:
         err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "config"
+        loc = _strategy_loc(tree, list(err["loc"]))
+        where = ".".join(str(p) for p in loc) or "config"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+            if loc[0] == "strategies" and len(loc) == 3 and loc[2] in _ANY_STRATEGY_FIELD:  # a setting of another kind
+                msg = f"{loc[2]} does not apply to kind '{_kind_of(_named(tree, loc[1]))}'"
         subject = f"{source}: {where}" if not isinstance(source, dict) else where
         raise ConfigError(subject, msg) from None
     for attr in ("manifest", "npz", "cache_dir"):

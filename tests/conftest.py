@@ -108,3 +108,25 @@ def tiny_config(manifest: Path, **over: object) -> dict:
 @pytest.fixture()
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+# -- helpers shared by the training tests ---------------------------------------------------------
+def state_of(module: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of a module's state, to compare before and after training."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    """The same keys and bit-identical tensors."""
+    return a.keys() == b.keys() and all(torch.equal(v, b[k]) for k, v in a.items())
+
+
+def toy_loaders(n: int = 32, batch: int = 8):  # noqa: ANN201
+    """A learnable toy task on 32 px noise (label: the centre's sign); a shuffled train loader and a val loader."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, 32, 32, generator=g)
+    y = (x[:, 0, 8:24, 8:24].mean((1, 2)) > 0).long()
+    ds = TensorDataset(x, y)
+    return DataLoader(ds, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(0)), DataLoader(ds, batch_size=batch)

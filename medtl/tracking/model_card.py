@@ -48,7 +48,6 @@ def _counts(data: Any) -> str:
 def model_card(arm: Any, comparison: Any, tags: dict[str, str], run_id: str | None = None) -> str:
     """The card for one arm's model, from its comparison (config, data, metrics, provenance tags)."""
     cfg, data, spec = comparison.config, comparison.data, comparison.spec
-    strategy = next((s for s in cfg.strategies if s.name == arm.strategy), None)
     domains = sorted(set(arm.test_items["domain"])) if len(arm.test_items) else data.domains()
     pp = cfg.preprocess
     window = pp.window if isinstance(pp.window, str) else f"level {pp.window.level}, width {pp.window.width}"
@@ -89,7 +88,7 @@ def model_card(arm: Any, comparison: Any, tags: dict[str, str], run_id: str | No
         "## Model",
         f"- Backbone: `{cfg.backbone.name}`, pretrained weights `{arm.weights_id}` (sha256 `{arm.weights_sha256 or 'random init'}`)",
         f"- Transfer strategy: `{arm.strategy}` (kind `{arm.kind}`"
-        + (f", head `{strategy.head}`" if strategy is not None else "") + ")",
+        + (f", head `{arm.build['head']}`" if arm.build.get("head") else "") + ")",
         f"- Input: {spec.channels} x {spec.size} x {spec.size}, mean {list(spec.mean)}, std {list(spec.std)}, "
         f"{spec.interpolation} resize ({spec.source})",
         f"- Preprocessing: intensity `{pp.intensity}`, window `{window}`, slice rule `{pp.slice_rule}`"

@@ -14,7 +14,7 @@ import copy
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +28,8 @@ from torch.utils.data import DataLoader
 from medtl.metrics.classification import auc_score
 from medtl.progress import track
 from medtl.training.distributed import SINGLE, DistContext, ddp, gather_rows, global_sum, synced_batchnorm
-from medtl.training.strategies import HEAD, Schedule
+from medtl.training.extra_loss import ExtraLoss, Step, endless, images
+from medtl.training.schedule import HEAD, Schedule
 
 
 @dataclass
@@ -54,6 +55,11 @@ class FitResult:
     best_val_auc: float
     stopped_early: bool
     resumed_from: int | None = None
+
+    @property
+    def best_val_loss(self) -> float:
+        """Validation loss at the epoch whose weights were kept."""
+        return next((h["val_loss"] for h in self.history if int(h["epoch"]) == self.best_epoch), float("inf"))
 
 
 def seed_everything(seed: int) -> None:
@@ -190,19 +196,17 @@ def fit(
     opts: FitOptions,
     checkpoint: Checkpointer | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-    target: DataLoader | None = None,
-    objective: Callable[..., tuple[torch.Tensor, dict[str, float]]] | None = None,
+    target: Iterable[Any] | None = None,
+    extra: ExtraLoss | None = None,
 ) -> FitResult:
     """Train ``model`` by ``schedule``; on return the model holds its best-validation weights.
 
-    ``target`` (unlabelled scans of the new site, cycled) and ``objective`` go together: each step
-    then calls ``objective(model, x, y, x_target, progress, ce)`` for the loss and the numbers it
-    logs per epoch as ``adapt.<name>`` (``medtl.training.objectives``); progress runs 0 -> 1 over training.
+    ``target``: unlabelled target batches, cycled alongside the source batches and handed to ``extra``
+    (``medtl.training.extra_loss``), whose named losses join the classification loss. Both default to
+    none, and the loop is then the plain supervised loop.
     """
-    if (target is None) != (objective is None):
-        raise ValueError("fit: a target stream and an objective go together")
-    if objective is not None and opts.dist.active:
-        raise ValueError("adaptation objectives do not run under torchrun yet; run them in one process")
+    if target is not None and extra is None:
+        raise ValueError("a target stream needs an extra loss that uses it")
     device = opts.device
     model.to(device)
     # channels_last on the CPU too: oneDNN's convolutions in NHWC trained efficientnet_lite0 2.0x
@@ -218,6 +222,11 @@ def fit(
         optim = torch.optim.AdamW(param_groups, lr=schedule.lr[HEAD], weight_decay=opts.weight_decay)
     steps = max(1, len(train_loader))
     lambdas = [(lambda step, g=g: lr_factor(schedule, g, step, steps)) for g in names]
+    if extra is not None:
+        extra.to(device)
+        if extra_params := list(extra.parameters()):  # a discriminator: trained as the head is
+            optim.add_param_group({"params": extra_params, "lr": schedule.lr[HEAD], "name": "extra"})
+            lambdas.append(lambda step: lr_factor(schedule, HEAD, step, steps))
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambdas)
     loss_fn = nn.CrossEntropyLoss(weight=None if opts.class_weights is None else opts.class_weights.to(device))
 
@@ -226,6 +235,8 @@ def fit(
     best_epoch, bad_epochs, start, resumed = -1, 0, 0, None
     if checkpoint is not None and (state := checkpoint.load()) is not None:
         model.load_state_dict(state["model"])
+        if extra is not None:
+            extra.load_state_dict(state["extra"])
         optim.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         best_state, best_epoch = state["best_state"], state["best_epoch"]
@@ -247,30 +258,34 @@ def fit(
             set_trainable(groups, trainable, schedule.bn_stats)
             if dist.active and wrapped_for != set(trainable):  # DDP fixes its parameter set when built
                 net, wrapped_for = ddp(model, device), set(trainable)
-            total, count, count_steps = 0.0, 0, 0
+            total, count = 0.0, 0
             peak = dict.fromkeys(names, 0.0)  # the highest rate each group trained at this epoch
-            adapt_sums: dict[str, float] = {}
-            target_batches = _cycle(target, opts.seed * 1_000_003 + epoch) if target is not None else None
-            for batch in track(train_loader, f"{opts.description} epoch {epoch + 1}/{schedule.epochs}", total=len(train_loader)):
+            extra_sums: dict[str, float] = {}
+            targets = None
+            if extra is not None:
+                extra.train()
+                if target is not None:
+                    _reseed_loader(target, opts.seed * 1_000_003 + epoch)
+                    targets = endless(target)
+            for i, batch in enumerate(track(train_loader, f"{opts.description} epoch {epoch + 1}/{schedule.epochs}",
+                                            total=len(train_loader))):
                 x, y = _xy(batch) if batch is not None else _empty_batch(train_loader)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                if channels_last and x.ndim == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
                 with autocast(device, opts.amp):
-                    if target_batches is not None and objective is not None:
-                        x_t = next(target_batches)["image"].to(device, non_blocking=True)
-                        if channels_last and x_t.ndim == 4:
-                            x_t = x_t.contiguous(memory_format=torch.channels_last)
-                        progress = (epoch * steps + count_steps) / max(1, schedule.epochs * steps)
-                        loss, logs = objective(model, x, y, x_t, progress, loss_fn)
-                        batch_loss, n = float(loss.detach()), len(y)
-                        for k, v in logs.items():
-                            adapt_sums[k] = adapt_sums.get(k, 0.0) + v * n
-                    elif dist.active:
-                        loss, batch_loss, n = _global_mean_loss(net(x).float(), y, loss_fn.weight, dist, device)
+                    if extra is not None:
+                        xt = None if targets is None else _to_device(images(next(targets)), device, channels_last)
+                        logits, extra_losses = extra(net if dist.active else model,
+                                                     Step(x, y, xt, epoch, (epoch * steps + i) / (schedule.epochs * steps)))
                     else:
-                        loss = loss_fn(model(x).float(), y)
+                        logits, extra_losses = (net if dist.active else model)(x), {}
+                    if dist.active:
+                        loss, batch_loss, n = _global_mean_loss(logits.float(), y, loss_fn.weight, dist, device)
+                    else:
+                        loss = loss_fn(logits.float(), y)
                         batch_loss, n = float(loss.detach()), len(y)
+                    for name, value in extra_losses.items():
+                        loss = loss + value
+                        extra_sums[name] = extra_sums.get(name, 0.0) + float(value.detach()) * n
                 optim.zero_grad(set_to_none=True)
                 loss.backward()
                 for g, pg in zip(names, optim.param_groups):
@@ -279,7 +294,6 @@ def fit(
                 sched.step()
                 total += batch_loss * n
                 count += n
-                count_steps += 1
             probs, labels = predict_probs(model, val_loader, device, opts.amp, "validating", dist)
             val_loss = float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels).long(),
                                                     weight=None if opts.class_weights is None else opts.class_weights.cpu()))
@@ -287,7 +301,7 @@ def fit(
             row = {"epoch": float(epoch), "train_loss": total / max(count, 1), "val_loss": val_loss, "val_auc": val_auc,
                    "unfrozen_groups": float(len([g for g in trainable if g != HEAD]))}
             row.update({f"lr.{g}": peak[g] for g in names})
-            row.update({f"adapt.{k}": v / max(count, 1) for k, v in adapt_sums.items()})
+            row.update({f"{name}_loss": v / max(count, 1) for name, v in extra_sums.items()})
             history.append(row)
             if selection_score(row) > best:
                 best, best_epoch, bad_epochs = selection_score(row), epoch, 0
@@ -297,7 +311,8 @@ def fit(
             if checkpoint is not None:
                 checkpoint.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optim.state_dict(),
                                  "scheduler": sched.state_dict(), "best_state": best_state, "best_epoch": best_epoch,
-                                 "bad_epochs": bad_epochs, "history": history})
+                                 "bad_epochs": bad_epochs, "history": history,
+                                 **({"extra": extra.state_dict()} if extra is not None else {})})
             if on_epoch is not None:
                 on_epoch(epoch, row)
     if best_state is not None:
@@ -316,11 +331,9 @@ def selection_score(row: dict[str, float]) -> tuple[float, float]:
     return (auc if math.isfinite(auc) else -math.inf), -row["val_loss"]
 
 
-def _cycle(loader: DataLoader, seed: int) -> Iterator[Any]:
-    """The loader's batches over and over (the target stream outlasts no source epoch), reseeded per epoch."""
-    _reseed_loader(loader, seed)
-    while True:
-        yield from loader
+def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last and x.ndim == 4 else x
 
 
 def _reseed_loader(loader: DataLoader, seed: int) -> None:

@@ -57,14 +57,11 @@ def test_adapting_arms_train_with_their_losses(runs) -> None:
     comp, _ = runs
     arms = {a.strategy: a for a in comp.arms}
     assert set(arms) == {"dann", "coral", "mcc", "few-shot"}
-    dann = arms["dann"].fit.history
-    assert {"adapt.dann_loss", "adapt.domain_acc", "adapt.cls_loss", "adapt.weight"} <= set(dann[0])
-    assert 0 < dann[0]["adapt.weight"] < dann[1]["adapt.weight"] <= 0.5  # Ganin's rise, times the weight
-    assert "lr.domain" in dann[0]  # the discriminator trained in the same optimiser
-    assert {"adapt.coral_loss", "adapt.weight"} <= set(arms["coral"].fit.history[0])
-    assert arms["coral"].fit.history[0]["adapt.weight"] == 2.0  # coral's default schedule: constant
-    assert "adapt.mcc_loss" in arms["mcc"].fit.history[0]
-    assert not any(k.startswith("adapt.") for k in arms["few-shot"].fit.history[0])
+    for kind in ("dann", "coral", "mcc"):  # each adaptation loss's curve, per epoch
+        assert all(f"{kind}_loss" in row and row[f"{kind}_loss"] > 0 for row in arms[kind].fit.history), kind
+    # a discriminator at chance: 0.5 x log 2 (weight 0.5); it learns, so the loss moves
+    assert arms["dann"].fit.history[0]["dann_loss"] == pytest.approx(0.5 * 0.693, abs=0.1)
+    assert not any(k.endswith(("dann_loss", "coral_loss", "mcc_loss")) for k in arms["few-shot"].fit.history[0])
     for a in arms.values():  # the discriminator does not stay in the model that is kept and served
         assert not any(k.startswith("domain.") for k in a.model.state_dict())
         assert a.metrics["test_auc"] == a.metrics["test_auc"]
@@ -96,7 +93,10 @@ def test_adapting_arms_need_target_scans(marker_data) -> None:
     cfg = tiny_config(marker_data, strategies=[{"name": "mcc"}])
     with pytest.raises(ConfigError, match="mcc needs the target site's training scans"):
         compare(load_config(cfg))
-    with pytest.raises(ConfigError, match="needs 'shots'"):
+    with pytest.raises(ConfigError, match="shots: Field required"):
         load_config(tiny_config(marker_data, strategies=[{"name": "few-shot"}]))
-    with pytest.raises(ConfigError, match="temperature does not apply"):
+    with pytest.raises(ConfigError, match="temperature does not apply to kind 'dann'"):  # mcc's setting, not dann's
         load_config(tiny_config(marker_data, strategies=[{"name": "dann", "temperature": 2.0}]))
+    with pytest.raises(ConfigError, match="align_layer.*unknown layer group 'stage9'"):
+        compare(load_config({**tiny_config(marker_data, strategies=[{"name": "coral", "align_layer": "stage9"}]),
+                             "data": {"manifest": str(marker_data), "source_domains": ["scanner_a"]}}))

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-import medtl.compare as C
 from medtl.compare import ArmResult, compare
 from medtl.config import load_config
 from medtl.data.datasets import image_dataset, loader
 from medtl.data.transforms import scan_transforms
+from medtl.training.strategies import finetune, frozen
 from medtl.models.transfer import build_backbone
-from tests.conftest import tiny_config
+from tests.conftest import same_state, state_of, tiny_config
 
 SIX = [
     {"name": "frozen", "epochs": 4, "layers": "all"},
@@ -24,14 +24,6 @@ SIX = [
 ]
 
 
-def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(v, b[k]) for k, v in a.items())
-
-
 @pytest.fixture(scope="module")
 def six(marker_data, tmp_path_factory):
     """One comparison of all six strategies, with the head states lp-ft's probe and fine-tuning saw."""
@@ -39,21 +31,21 @@ def six(marker_data, tmp_path_factory):
     work = tmp_path_factory.mktemp("six")
     mp.chdir(work)
     seen: dict = {"probe_in": [], "probe_out": [], "ft_in": {}}
-    real_head, real_fit = C._fit_head, C.fit
+    real_head, real_fit = frozen.fit_head, finetune.fit
 
     def fit_head(head, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
-        seen["probe_in"].append(_state(head))
+        seen["probe_in"].append(state_of(head))
         r = real_head(head, *a, **k)
-        seen["probe_out"].append(_state(head))
+        seen["probe_out"].append(state_of(head))
         return r
 
-    def fit(model, groups, schedule, train, val, opts, checkpoint=None, on_epoch=None):  # noqa: ANN001, ANN202
+    def fit(model, groups, schedule, train, val, opts, checkpoint=None, on_epoch=None, *rest):  # noqa: ANN001, ANN002, ANN202
         if hasattr(model, "head"):  # the whole model, not a head on cached features
-            seen["ft_in"][checkpoint.folder.parent.name] = _state(model.head)  # <run>/<arm>/model/last.pt
-        return real_fit(model, groups, schedule, train, val, opts, checkpoint, on_epoch)
+            seen["ft_in"][checkpoint.folder.parent.name] = state_of(model.head)  # <run>/<arm>/model/last.pt
+        return real_fit(model, groups, schedule, train, val, opts, checkpoint, on_epoch, *rest)
 
-    mp.setattr(C, "_fit_head", fit_head)
-    mp.setattr(C, "fit", fit)
+    mp.setattr(frozen, "fit_head", fit_head)
+    mp.setattr(finetune, "fit", fit)
     cfg = load_config(tiny_config(marker_data, strategies=SIX))
     comp = compare(cfg)
     mp.undo()
@@ -77,7 +69,7 @@ def test_frozen_backbone_is_bit_identical_and_the_sweep_picks_on_validation(six)
     comp, _, _ = six
     arm = _arm(comp, "frozen")
     imagenet = build_backbone("tiny", pretrained=True).backbone.state_dict()
-    assert _same(_state(arm.model.backbone), imagenet)
+    assert same_state(state_of(arm.model.backbone), imagenet)
     assert set(arm.sweep) == {"stem", "stage1", "stage2"}
     best = max(arm.sweep, key=lambda g: arm.sweep[g]["val_auc"])
     assert arm.sweep[best]["val_auc"] == arm.val_auc
@@ -95,12 +87,12 @@ def test_frozen_backbone_is_bit_identical_and_the_sweep_picks_on_validation(six)
 
 def test_lp_ft_fine_tunes_from_the_probe_head(six) -> None:
     _, seen, _ = six
-    # _fit_head calls: frozen's sweep (3 layers), then lp-ft's probe
+    # fit_head calls: frozen's sweep (3 layers), then lp-ft's probe
     probe_in, probe_out = seen["probe_in"][-1], seen["probe_out"][-1]
-    assert not _same(probe_in, probe_out), "the probe did not train"
+    assert not same_state(probe_in, probe_out), "the probe did not train"
     ft = seen["ft_in"]
-    assert _same(ft["lp-ft-seed0"], probe_out), "fine-tuning did not start from the probe's head"
-    assert not _same(ft["full-seed0"], probe_out)
+    assert same_state(ft["lp-ft-seed0"], probe_out), "fine-tuning did not start from the probe's head"
+    assert not same_state(ft["full-seed0"], probe_out)
 
 
 def test_surgical_and_scratch(six) -> None:
@@ -108,8 +100,8 @@ def test_surgical_and_scratch(six) -> None:
     imagenet = build_backbone("tiny", pretrained=True).backbone
     surg = _arm(comp, "surgical").model.backbone
     for g in ("stem", "stage1"):
-        assert _same(_state(surg.stages[g]), _state(imagenet.stages[g])), f"surgical moved {g}"
-    assert not _same(_state(surg.stages["stage2"]), _state(imagenet.stages["stage2"]))
+        assert same_state(state_of(surg.stages[g]), state_of(imagenet.stages[g])), f"surgical moved {g}"
+    assert not same_state(state_of(surg.stages["stage2"]), state_of(imagenet.stages["stage2"]))
     scratch = _arm(comp, "scratch")
     assert scratch.weights_sha256 is None and scratch.weights_id == "random"
     assert _arm(comp, "full").weights_sha256 == "tiny-fixed-seed"

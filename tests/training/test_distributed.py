@@ -115,7 +115,7 @@ def _toy_fit(ctx: DistContext) -> tuple[dict, list]:
     from medtl.data.datasets import _collate
     from medtl.training.distributed import distributed_loader
     from medtl.training.loop import FitOptions, fit
-    from medtl.training.strategies import Schedule
+    from medtl.training.schedule import Schedule
 
     g = torch.Generator().manual_seed(1)
     x, y = torch.randn(9, 3, 2, 2, generator=g), torch.tensor([0, 1, 0, 0, 1, 0, 1, 0, 0])

@@ -4,31 +4,16 @@ import math
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
-from medtl.config import StrategyConfig, TrainConfig, load_config
+from medtl.config import TrainConfig, load_config, strategy_config
 from medtl.errors import ConfigError
 from medtl.models.transfer import create_model
 from medtl.training.loop import FitOptions, fit, lr_factor
-from medtl.training.strategies import HEAD, build_schedule, head_only, progressive, surgical
+from medtl.training.schedule import HEAD, head_only, progressive, surgical
+from medtl.training.strategies import build_schedule
+from tests.conftest import same_state, state_of, toy_loaders
 
 GROUPS = ("stem", "stage1", "stage2", HEAD)
-
-
-def _loaders(n: int = 32, batch: int = 8):
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 3, 32, 32, generator=g)
-    y = (x[:, 0, 8:24, 8:24].mean((1, 2)) > 0).long()
-    ds = TensorDataset(x, y)
-    return DataLoader(ds, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(0)), DataLoader(ds, batch_size=batch)
-
-
-def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in module.state_dict().items()}
-
-
-def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return all(torch.equal(v, b[k]) for k, v in a.items())
 
 
 def test_progressive_schedule_is_ulmfit() -> None:
@@ -60,13 +45,13 @@ def test_progressive_unfreezes_exactly_on_schedule() -> None:
     groups = model.groups()
     assert tuple(groups) == GROUPS
     schedule = progressive(GROUPS, epochs=5, lr=1e-2, every=1, factor=2.6, warmup=0.25, shape="constant")
-    initial = {g: _state(m) for g, m in groups.items()}
+    initial = {g: state_of(m) for g, m in groups.items()}
     seen: list[dict[str, tuple[bool, bool]]] = []
 
     def record(epoch: int, row: dict) -> None:
-        seen.append({g: (all(p.requires_grad for p in m.parameters()), _same(initial[g], _state(m))) for g, m in groups.items()})
+        seen.append({g: (all(p.requires_grad for p in m.parameters()), same_state(initial[g], state_of(m))) for g, m in groups.items()})
 
-    train, val = _loaders()
+    train, val = toy_loaders()
     result = fit(model, groups, schedule, train, val, FitOptions(), on_epoch=record)
     for epoch, state in enumerate(seen):
         for g, (grad, untouched) in state.items():
@@ -84,15 +69,15 @@ def test_progressive_unfreezes_exactly_on_schedule() -> None:
                                                                   ("frozen", False, False)])
 def test_whose_batchnorm_statistics_follow_the_new_data(bn_stats: str, frozen_moves: bool, trained_moves: bool) -> None:
     """Running statistics move only where asked; a frozen group's BN weights never move, a trained group's always do."""
-    train, val = _loaders()
+    train, val = toy_loaders()
     torch.manual_seed(0)
     model, _ = create_model("tiny", num_classes=2)
     groups = model.groups()
     frozen_bn, trained_bn = model.backbone.stages["stem"][1], model.backbone.stages["stage2"][1]
-    before = {"frozen": _state(frozen_bn), "trained": _state(trained_bn)}
+    before = {"frozen": state_of(frozen_bn), "trained": state_of(trained_bn)}
     fit(model, groups, surgical(GROUPS, ["stage2"], 2, 1e-2, "constant", bn_stats=bn_stats), train, val, FitOptions())
-    after = {"frozen": _state(frozen_bn), "trained": _state(trained_bn)}
-    assert _same({k: before["frozen"][k] for k in ("weight", "bias")}, after["frozen"])
+    after = {"frozen": state_of(frozen_bn), "trained": state_of(trained_bn)}
+    assert same_state({k: before["frozen"][k] for k in ("weight", "bias")}, {k: after["frozen"][k] for k in ("weight", "bias")})
     assert not torch.equal(before["trained"]["weight"], after["trained"]["weight"])
     assert (not torch.equal(before["frozen"]["running_mean"], after["frozen"]["running_mean"])) == frozen_moves
     assert (not torch.equal(before["trained"]["running_mean"], after["trained"]["running_mean"])) == trained_moves
@@ -102,24 +87,24 @@ def test_surgical_trains_only_the_named_groups() -> None:
     torch.manual_seed(0)
     model, _ = create_model("tiny", num_classes=2)
     groups = model.groups()
-    before = {g: _state(m) for g, m in groups.items()}
-    train, val = _loaders()
+    before = {g: state_of(m) for g, m in groups.items()}
+    train, val = toy_loaders()
     fit(model, groups, surgical(GROUPS, ["stem"], 2, 1e-2, "constant"), train, val, FitOptions())
-    assert {g for g, m in groups.items() if not _same(before[g], _state(m))} == {"stem", HEAD}
+    assert {g for g, m in groups.items() if not same_state(before[g], state_of(m))} == {"stem", HEAD}
 
 
 def test_build_schedule_per_kind() -> None:
     train = TrainConfig(lr=1e-3, head_lr=1e-2, epochs=4)
-    full = build_schedule(StrategyConfig(name="full"), GROUPS, train)
+    full = build_schedule(strategy_config(name="full"), GROUPS, train)
     assert set(full.unfreeze_epoch.values()) == {0} and set(full.lr.values()) == {1e-3}
-    lpft = build_schedule(StrategyConfig(name="lp-ft", ft_lr_scale=0.1), GROUPS, train)
+    lpft = build_schedule(strategy_config(name="lp-ft", ft_lr_scale=0.1), GROUPS, train)
     assert all(v == pytest.approx(1e-4) for v in lpft.lr.values()) and set(lpft.unfreeze_epoch.values()) == {0}
-    frozen = build_schedule(StrategyConfig(name="frozen", epochs=7), (HEAD,), train)
+    frozen = build_schedule(strategy_config(name="frozen", epochs=7), (HEAD,), train)
     assert frozen.groups == (HEAD,) and frozen.lr[HEAD] == 1e-2 and frozen.epochs == 7
-    surg = build_schedule(StrategyConfig(name="s1", kind="surgical", groups=["stem"]), GROUPS, train)
+    surg = build_schedule(strategy_config(name="s1", kind="surgical", groups=["stem"]), GROUPS, train)
     assert surg.trainable(0) == ["stem", HEAD]
     with pytest.raises(ConfigError, match="strategies.s2.groups"):
-        build_schedule(StrategyConfig(name="s2", kind="surgical", groups=["stage9"]), GROUPS, train)
+        build_schedule(strategy_config(name="s2", kind="surgical", groups=["stage9"]), GROUPS, train)
 
 
 @pytest.mark.parametrize("strategy,message", [
@@ -142,7 +127,7 @@ def test_early_stopping_on_validation_auc() -> None:
     torch.manual_seed(0)
     model, _ = create_model("tiny", num_classes=2)
     groups = model.groups()
-    train, val = _loaders()
+    train, val = toy_loaders()
     schedule = head_only(GROUPS, epochs=8, lr=1e-30, shape="constant")
     result = fit(model, groups, schedule, train, val, FitOptions(patience=2))
     assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 0
@@ -152,10 +137,23 @@ def test_sgd_and_one_cycle() -> None:
     torch.manual_seed(0)
     model, _ = create_model("tiny", num_classes=2)
     groups = model.groups()
-    before = _state(model)
-    train, val = _loaders()
+    before = state_of(model)
+    train, val = toy_loaders()
     s = progressive(GROUPS, epochs=4, lr=1e-2, every=10, factor=2.6, warmup=0.0, shape="onecycle")
     result = fit(model, groups, s, train, val, FitOptions(optimizer="sgd"))
     peaks = [row[f"lr.{HEAD}"] for row in result.history]
     assert peaks[0] < peaks[1] and peaks[1] == pytest.approx(1e-2, rel=0.05) and peaks[3] < peaks[1]  # rise, then anneal
-    assert not _same(before, _state(model))
+    assert not same_state(before, state_of(model))
+
+
+def test_every_kind_of_the_config_has_one_home_and_every_shipped_config_loads() -> None:
+    from medtl.config import STRATEGY_KINDS
+    from medtl.training.strategies import registered_kinds, strategy_for
+    from tests.conftest import ROOT
+
+    assert sorted(registered_kinds()) == sorted(STRATEGY_KINDS)
+    for kind in STRATEGY_KINDS:
+        assert strategy_for(strategy_config(name=f"my-{kind}", kind=kind, **{"surgical": {"groups": ["stem"]}, "few-shot": {"shots": 2}}.get(kind, {}))).kind == kind
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        cfg = load_config(path)
+        assert all(s.kind in STRATEGY_KINDS for s in cfg.strategies), path

@@ -1,19 +1,12 @@
-"""Strategies as data: which layer groups train from which epoch, at which base rate.
+"""Schedules as data: which layer groups train from which epoch, at which base rate.
 
 One ``Schedule`` per arm, read by the one training loop (as Lightning's ``BaseFinetuning`` keeps
-freezing out of the loop). Groups are named shallow to deep and end with ``head``.
+freezing out of the loop). Groups are named shallow to deep and end with ``head``. The shapes here
+(head only, all at once, ULMFiT's gradual unfreezing, surgical) know nothing of strategy kinds: each
+kind under ``medtl.training.strategies`` picks its shape.
 
-* ``frozen``: the head alone, on features cached from the frozen backbone.
-* ``progressive`` (ULMFiT): the head first, then one more group from the top down every
-  ``unfreeze_every`` epochs; group at depth d (head 0, top stage 1, ...) trains at
-  ``lr / lr_factor**d``; each newly unfrozen group warms up linearly over ``warmup_epochs``.
-* ``full`` and ``scratch``: every group from epoch 0 at one rate (scratch from random weights).
-* ``surgical``: the named groups and the head, the rest frozen throughout.
-* ``lp-ft``: a linear probe on cached features (as ``frozen``), then ``full`` from that head at
-  ``lr * ft_lr_scale``.
-
-Every fine-tuning kind warms each group up linearly over ``warmup_epochs`` from its unfreeze, and
-says whose batch-norm running statistics follow the new data (``bn_stats``): by default those of
+Every shape but ``head_only`` warms each group up linearly over ``warmup_epochs`` from its unfreeze,
+and says whose batch-norm running statistics follow the new data (``bn_stats``): by default those of
 the groups being trained. ``frozen`` keeps ImageNet's statistics everywhere (affine weights still
 learn): the features a probe was fitted to do not shift under it when fine-tuning starts, which
 matters for ``lp-ft`` and ``progressive`` on small data.
@@ -23,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from medtl.config import StrategyConfig, TrainConfig
 from medtl.errors import ConfigError
 
 HEAD = "head"
@@ -51,7 +43,7 @@ class Schedule:
         return len(self.groups) - 1 - self.groups.index(group)
 
 
-def _all_at(groups: tuple[str, ...], epochs: int, lr: float, shape: str, warmup: float = 0.0,
+def all_at(groups: tuple[str, ...], epochs: int, lr: float, shape: str, warmup: float = 0.0,
             bn_stats: str = "trainable") -> Schedule:
     return Schedule(groups, epochs, {g: 0 for g in groups}, {g: lr for g in groups}, warmup_epochs=warmup, shape=shape,
                     bn_stats=bn_stats)
@@ -81,31 +73,6 @@ def surgical(groups: tuple[str, ...], named: list[str], epochs: int, lr: float, 
              warmup: float = 0.0) -> Schedule:
     unknown = [g for g in named if g not in groups or g == HEAD]
     if unknown:
-        raise ConfigError("strategies.surgical.groups", f"unknown group(s) {unknown} (groups: {', '.join(groups[:-1])})")
+        raise ConfigError("groups", f"unknown group(s) {unknown} (groups: {', '.join(groups[:-1])})")
     unfreeze: dict[str, int | None] = {g: (0 if g in named or g == HEAD else None) for g in groups}
     return Schedule(groups, epochs, unfreeze, {g: lr for g in groups}, warmup_epochs=warmup, bn_stats=bn_stats, shape=shape)
-
-
-def build_schedule(s: StrategyConfig, groups: tuple[str, ...], train: TrainConfig) -> Schedule:
-    """The training schedule of a strategy (for ``frozen``: its head's; for ``lp-ft``: the fine-tuning phase)."""
-    epochs = s.epochs or train.epochs
-    lr = s.lr or train.lr
-    if s.kind == "frozen":
-        return head_only((HEAD,), epochs, s.lr or train.head_lr, train.schedule)
-    if s.kind in ("full", "scratch", "dann", "coral", "mcc", "few-shot"):  # adaptation kinds: full fine-tuning + their loss
-        return _all_at(groups, epochs, lr, train.schedule, s.warmup_epochs, s.bn_stats)
-    if s.kind == "lp-ft":
-        return _all_at(groups, epochs, lr * s.ft_lr_scale, train.schedule, s.warmup_epochs, s.bn_stats)
-    if s.kind == "progressive":
-        return progressive(groups, epochs, lr, s.unfreeze_every, s.lr_factor, s.warmup_epochs, train.schedule, s.bn_stats)
-    if s.kind == "surgical":
-        try:
-            return surgical(groups, s.groups, epochs, lr, train.schedule, s.bn_stats, s.warmup_epochs)
-        except ConfigError as e:
-            raise ConfigError(f"strategies.{s.name}.groups", e.problem) from None
-    raise ConfigError(f"strategies.{s.name}.kind", f"unknown strategy kind '{s.kind}'")
-
-
-def probe_schedule(s: StrategyConfig, train: TrainConfig) -> Schedule:
-    """lp-ft's first phase: a linear probe on cached features, as the ``frozen`` arm trains its head."""
-    return head_only((HEAD,), s.probe_epochs, train.head_lr, train.schedule)
