@@ -28,7 +28,7 @@ from benchmarks._common import MEDMNIST, header, load_average, publish  # noqa: 
 from medtl.compare import _fit_options, _Shared  # noqa: E402
 from medtl.config import load_config  # noqa: E402
 from medtl.data.datasets import load_data  # noqa: E402
-from medtl.models.registry import get_backbone  # noqa: E402
+from medtl.models.registry import input_spec  # noqa: E402
 from medtl.models.transfer import TransferModel, build_backbone, make_head  # noqa: E402
 from medtl.training.loop import fit, resolve_device, seed_everything  # noqa: E402
 from medtl.training.schedule import HEAD, head_only  # noqa: E402
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = load_average()
     cfg = load_config(config(args))
     data = load_data(cfg.data, cfg.train.seed)
-    spec = get_backbone(cfg.backbone.name).weights.input_spec().with_size(cfg.preprocess.size)
+    spec = input_spec(cfg.backbone.name, cfg.preprocess.size)
     device = resolve_device(cfg.train.device)
     with tempfile.TemporaryDirectory() as tmp:
         cfg.data.cache_dir = Path(tmp)

@@ -48,7 +48,7 @@ from medtl.data.datasets import image_dataset, loader, resolve_workers  # noqa: 
 from medtl.data.readers import read_scan  # noqa: E402
 from medtl.data.synthetic import write_ct_series, write_nifti  # noqa: E402
 from medtl.data.transforms import scan_transforms  # noqa: E402
-from medtl.models.registry import get_backbone  # noqa: E402
+from medtl.models.registry import input_spec  # noqa: E402
 
 SECTION = "bench_loading"
 TARGET_FIRST, TARGET_CACHED = 0.8, 5.0
@@ -128,7 +128,7 @@ def _epoch(ds) -> int:  # noqa: ANN001
 
 def bench_workload(name: str, paths: list[Path], plain: Callable[[Path], np.ndarray], repeats: int, work: Path,
                    size: int | None) -> list[dict]:
-    spec = get_backbone("efficientnet_lite0").weights.input_spec().with_size(size)
+    spec = input_spec("efficientnet_lite0", size)
     tf = scan_transforms(spec, PreprocessConfig())
     items = [{"image": str(p), "label": 0, "patient": "p-0", "domain": "bench", "path": str(p)} for p in paths]
 

@@ -92,7 +92,7 @@ def child(kind: str, n: int, size: int, eval_n: int) -> dict[str, Any]:
     from medtl.config import load_config
     from medtl.data.batched import BatchedArrays
     from medtl.data.datasets import load_data, loader, prepared_dataset
-    from medtl.models.registry import get_backbone
+    from medtl.models.registry import input_spec
     from medtl.models.transfer import build_backbone
     from medtl.training.feature_cache import extract_features
     from medtl.training.loop import resolve_device
@@ -111,7 +111,7 @@ def child(kind: str, n: int, size: int, eval_n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "extract":
             data = load_data(cfg.data, 0)
-            spec = get_backbone(cfg.backbone.name).weights.input_spec().with_size(size)
+            spec = input_spec(cfg.backbone.name, size)
             ds = recording(data.splits["train"], spec, cfg.preprocess, cache="memory")
             feats = extract_features(build_backbone(cfg.backbone.name).backbone, loader(ds, cfg.train.batch_size, False, 0),
                                      resolve_device(cfg.train.device), cfg.train.amp)

@@ -45,7 +45,7 @@ from benchmarks._common import MEDMNIST, RESULTS, header, load_average, markdown
 from medtl.config import DataConfig, PreprocessConfig  # noqa: E402
 from medtl.data.datasets import image_dataset, load_data, loader, prepared_dataset  # noqa: E402
 from medtl.data.transforms import scan_transforms  # noqa: E402
-from medtl.models.registry import InputSpec, get_backbone  # noqa: E402
+from medtl.models.registry import InputSpec, input_spec  # noqa: E402
 from medtl.models.transfer import GroupedBackbone, build_backbone  # noqa: E402
 from medtl.training.feature_cache import FeatureCache, extract_features  # noqa: E402
 from medtl.training.loop import autocast  # noqa: E402
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_data(DataConfig(npz=NPZ, subset={"train": n}), seed=0)
     items = data.splits["train"]
     images = torch.from_numpy(__import__("numpy").stack([it["image"] for it in items]))  # the same arrays, one tensor
-    spec = get_backbone(args.backbone).weights.input_spec().with_size(size)
+    spec = input_spec(args.backbone, size)
     pp = PreprocessConfig(intensity="fixed", size=size)
     built = build_backbone(args.backbone)
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -13,25 +19,54 @@ from medtl.config import ExperimentConfig, PreprocessConfig, load_config
 __all__ = ["compare", "curate", "demo", "evaluate", "import_medmnist", "input_spec", "inspect_scan", "is_main_process",
            "load_model", "load_scan", "predict", "preview", "results"]
 
-
-def _quiet_libraries() -> None:
-    """MONAI and MLflow chatter on import; users see medtl's own messages instead."""
-    import logging
-    import os
-    import warnings
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # stdout is medtl's: tables, run id last
-    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning, module="monai")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
-_quiet_libraries()
+_QUIET_ENV = {
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # stdout is medtl's: tables, run id last
+}
+_QUIET_LOGGERS = {"monai.data.nvimgcodec_pydicom_plugin": logging.ERROR, "mlflow": logging.WARNING, "alembic": logging.WARNING}
+
+
+@contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """MONAI and MLflow chatter during one medtl call; users see medtl's own messages instead.
+
+    Scoped, never set on import: the caller's warning filters, environment variables and logger
+    levels are back as they were when the call returns (a notebook's own FutureWarnings stay on).
+    """
+    env = {k: os.environ.get(k) for k in _QUIET_ENV}
+    levels = {name: logging.getLogger(name).level for name in _QUIET_LOGGERS}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="monai")
+        for k, v in _QUIET_ENV.items():
+            os.environ.setdefault(k, v)
+        for name, level in _QUIET_LOGGERS.items():
+            logging.getLogger(name).setLevel(level)
+        try:
+            yield
+        finally:
+            for k, old in env.items():
+                if old is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = old
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+
+
+def _quiet(fn: F) -> F:
+    """``fn`` under ``_quiet_libraries``."""
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with _quiet_libraries():
+            return fn(*args, **kwargs)
+
+    return call  # type: ignore[return-value]
 
 
 def is_main_process() -> bool:
@@ -43,15 +78,16 @@ def is_main_process() -> bool:
 
 def input_spec(backbone: str = "efficientnet_lite0", size: int | None = None):  # noqa: ANN201
     """The backbone's input specification, read from its weights' metadata."""
-    from medtl.models.registry import get_backbone
+    from medtl.models.registry import input_spec as _input_spec
 
-    return get_backbone(backbone).weights.input_spec().with_size(size)
+    return _input_spec(backbone, size)
 
 
 def _preprocess(preprocess: PreprocessConfig | dict | None) -> PreprocessConfig:
     return preprocess if isinstance(preprocess, PreprocessConfig) else PreprocessConfig.model_validate(preprocess or {})
 
 
+@_quiet
 def load_scan(path: str | Path, backbone: str = "efficientnet_lite0", preprocess: PreprocessConfig | dict | None = None) -> tuple[Any, Any]:
     """A scan as the backbone will see it: ``(tensor (C, H, W), ScanInfo)``."""
     from medtl.data.transforms import preprocess_scan
@@ -60,6 +96,7 @@ def load_scan(path: str | Path, backbone: str = "efficientnet_lite0", preprocess
     return preprocess_scan(path, input_spec(backbone, pp.size), pp)
 
 
+@_quiet
 def inspect_scan(path: str | Path, backbone: str = "efficientnet_lite0", preprocess: PreprocessConfig | dict | None = None) -> dict[str, Any]:
     """What ``medtl inspect`` prints for one scan, read once (never a patient identifier).
 
@@ -88,6 +125,7 @@ def inspect_scan(path: str | Path, backbone: str = "efficientnet_lite0", preproc
     }
 
 
+@_quiet
 def preview(path: str | Path, out: str | Path, backbone: str = "efficientnet_lite0",
             preprocess: PreprocessConfig | dict | None = None) -> Path:
     """A PNG of the raw plane beside what the backbone receives, captioned with every rule applied."""
@@ -99,6 +137,7 @@ def preview(path: str | Path, out: str | Path, backbone: str = "efficientnet_lit
     return render_preview(prep, out, title=f"{Path(str(path)).name} -> {backbone}")
 
 
+@_quiet
 def curate(manifest: str | Path, out: str | Path, seed: int = 0, **kwargs: Any):  # noqa: ANN201
     """Validate, quarantine, deduplicate-check and split a manifest (see ``medtl.data.curate.curate``)."""
     from medtl.data.curate import curate as _curate
@@ -106,6 +145,7 @@ def curate(manifest: str | Path, out: str | Path, seed: int = 0, **kwargs: Any):
     return _curate(manifest, out, seed=seed, **kwargs)
 
 
+@_quiet
 def import_medmnist(npz: str | Path, out: str | Path, limit: int | None = None) -> Path:
     """A manifest for a MedMNIST ``.npz`` (official splits; one pseudo-patient per image)."""
     from medtl.data.medmnist import import_medmnist as _import
@@ -113,6 +153,7 @@ def import_medmnist(npz: str | Path, out: str | Path, limit: int | None = None) 
     return _import(npz, out, limit=limit)
 
 
+@_quiet
 def compare(config: str | Path | dict | ExperimentConfig, overrides: list[str] | None = None, resume: bool = False,
             tracking_uri: str | None = None, track: bool = True):  # noqa: ANN201
     """Run a comparison (every strategy, same splits and seeds), tracked in MLflow unless ``track=False``.
@@ -131,6 +172,7 @@ def compare(config: str | Path | dict | ExperimentConfig, overrides: list[str] |
     return _compare(cfg, tracker, resume=resume)
 
 
+@_quiet
 def load_model(uri: str, tracking_uri: str | None = None):  # noqa: ANN201
     """A registered or logged model (any MLflow model URI) with its own preprocessing: a ``MedtlClassifier``."""
     from mlflow.exceptions import MlflowException
@@ -146,6 +188,7 @@ def load_model(uri: str, tracking_uri: str | None = None):  # noqa: ANN201
         raise TrackingError(uri, f"cannot load this model ({' '.join(e.message.split())[:200]})") from None
 
 
+@_quiet
 def predict(uri: str, paths: list[str | Path], tracking_uri: str | None = None) -> pd.DataFrame:
     """One row per scan: path, probability per class, predicted label, and ``error`` (missing, or why the
     scan could not be read: its probabilities are then NaN and the other scans are unaffected)."""
@@ -161,6 +204,7 @@ def predict(uri: str, paths: list[str | Path], tracking_uri: str | None = None) 
     return df
 
 
+@_quiet
 def evaluate(uri: str, manifest: str | Path, split: str | None = None, bootstrap: int = 1000, seed: int = 0,
              tracking_uri: str | None = None):  # noqa: ANN201
     """A model on a manifest: metrics overall and per domain with 95% bootstrap intervals (``Evaluation``)."""
@@ -169,6 +213,7 @@ def evaluate(uri: str, manifest: str | Path, split: str | None = None, bootstrap
     return _evaluate(load_model(uri, tracking_uri), manifest, split=split, n_boot=bootstrap, seed=seed, model_uri=uri)
 
 
+@_quiet
 def results(run_id: str | None = None, experiment: str | None = None, per_arm: bool = False,
             tracking_uri: str | None = None) -> pd.DataFrame:
     """A comparison's results read back from MLflow (the latest one unless ``run_id`` names its parent run).
@@ -192,6 +237,7 @@ def results(run_id: str | None = None, experiment: str | None = None, per_arm: b
     return df
 
 
+@_quiet
 def demo(out: str | Path = "medtl-demo", tracking_uri: str | None = None):  # noqa: ANN201
     """Write the demo data, curate it and run the frozen-vs-fine-tuned comparison."""
     from medtl.demo import write_demo

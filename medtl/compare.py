@@ -27,11 +27,12 @@ from medtl.hashing import json_sha256
 from medtl.domains import ShiftProbe
 from medtl.selection import SelectionProbe
 from medtl.metrics.summary import summarize
-from medtl.models.registry import InputSpec, get_backbone
+from medtl.models.registry import InputSpec, input_spec
 from medtl.models.transfer import BuiltBackbone, TransferModel, build_backbone, create_model
 from medtl.training.distributed import SINGLE, DistContext, barrier, distributed_loader, process_group
 from medtl.training.feature_cache import Features, FeatureCache, feature_key
-from medtl.training.loop import Checkpointer, FitOptions, FitResult, resolve_device, seed_everything, selection_score
+from medtl.training.loop import (Checkpointer, FitOptions, FitResult, resolve_device, rng_restored, seed_everything,
+                                 selection_score)
 from medtl.training.strategies import Arm, strategy_for
 
 @dataclass
@@ -77,8 +78,9 @@ class ArmResult:
     @classmethod
     def load(cls, folder: Path) -> ArmResult:
         st = torch.load(folder / cls.RESULT, map_location="cpu", weights_only=True)
-        model, _ = create_model(st["build"]["backbone"], st["build"]["num_classes"], pretrained=False,
-                                head=st["build"]["head"], layer=st["build"]["layer"])
+        b = st["build"]
+        model, _ = create_model(b["backbone"], b["num_classes"], pretrained=False, head=b["head"], layer=b["layer"],
+                                spec=InputSpec.from_dict(b["spec"]) if "spec" in b else None)
         model.load_state_dict(st["model"])
         model.eval()
         fit_of = lambda d: None if d is None else FitResult(d["history"], d["best_epoch"], d["best_val_auc"], d["stopped_early"],  # noqa: E731
@@ -244,7 +246,7 @@ class _Shared:
         """Every layer's pooled features of the frozen backbone on ``split`` (from the disk cache when it can)."""
         weights = built.weights_sha256 or f"random-init-seed{seed}"  # a random backbone differs per seed
         bf16 = self.cfg.train.amp and self.device.type == "cuda"
-        key = feature_key(backbone=self.cfg.backbone.name, weights=weights, spec=self.spec.as_dict(),
+        key = feature_key(backbone=built.backbone.name, weights=weights, spec=built.spec.as_dict(),
                           preprocess=self.cfg.preprocess.model_dump(mode="json"), data=self.data.fingerprint, split=split,
                           numerics="bf16-autocast" if bf16 else "fp32")
         if key not in self._feats:
@@ -272,12 +274,14 @@ def run_arm(s: StrategyConfig, seed: int, shared: _Shared, tracker: Tracker, fol
     start = time.perf_counter()
     strategy = strategy_for(s)
     seed_everything(seed)  # a scratch backbone's random init is drawn here
-    built = build_backbone(cfg.backbone.name, pretrained=(strategy.pretrained and cfg.backbone.weights == "imagenet"))
+    built = build_backbone(cfg.backbone.name, pretrained=(strategy.pretrained and cfg.backbone.weights == "imagenet"),
+                           spec=shared.spec)
     opts = _fit_options(cfg, data, seed, device, s.name, shared.ctx)
     trained = strategy.train(Arm(shared, cfg.train, built, k, seed, opts, folder, tracker.log_epoch))
     model, result, probs, labels, sweep = trained.model, trained.fit, trained.probs, trained.labels, trained.sweep
     model.cpu().eval()
-    build = {"backbone": cfg.backbone.name, "num_classes": k, "head": trained.head, "layer": model.layer}
+    build = {"backbone": model.backbone.name, "num_classes": k, "head": trained.head, "layer": model.layer,
+             "spec": model.spec.as_dict()}
     items = pd.DataFrame([{"path": it["path"], "domain": it["domain"], "patient": it["patient"]} for it in data.splits["test"]])
     metrics = summarize(labels, probs, items["domain"].tolist(), items["patient"].tolist(), "test", cfg.train.bootstrap, seed)
     metrics["val_auc"] = result.best_val_auc
@@ -304,9 +308,9 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
     device = ctx.device(cfg.train.device) if ctx.active else resolve_device(cfg.train.device)
     data = load_data(cfg.data, cfg.train.seed)
     check_target_data(cfg, data)
-    spec = get_backbone(cfg.backbone.name).weights.input_spec().with_size(cfg.preprocess.size)
+    spec = input_spec(cfg.backbone.name, cfg.preprocess.size)  # made once; every model built here carries it
     folder = run_folder(cfg, workdir)
-    with process_group(ctx, device):
+    with process_group(ctx, device), rng_restored(device):  # arms seed the global generators; the caller's come back
         if ctx.is_main:
             if not resume and folder.exists():
                 shutil.rmtree(folder)
@@ -318,7 +322,7 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
         select = SelectionProbe(shared, cfg.train.seed)
         if shift.active:  # the frozen ImageNet extractor, measured once on the same images as every arm
             seed_everything(cfg.train.seed)
-            shift.prepare(build_backbone(cfg.backbone.name, pretrained=cfg.backbone.weights == "imagenet"))
+            shift.prepare(build_backbone(cfg.backbone.name, pretrained=cfg.backbone.weights == "imagenet", spec=spec))
             comparison.shift_extractor = shift.extractor_metrics
         tracker.start(comparison)
         for seed in cfg.train.all_seeds:

@@ -17,8 +17,10 @@ than a plain batched loop. Here, for a split whose images are arrays of one shap
 
 Every step is a per-channel or per-element operation, so a batch gives the tensors
 ``scan_transforms`` gives image by image; tests/data/test_batched.py checks it on real MedMNIST
-images (grey and colour, non-square, up- and down-sampling, the percentile rule). Written here
-because MONAI has no batch form of this pipeline; the arithmetic is MONAI's.
+images (grey and colour, non-square, up- and down-sampling, the percentile rule). The steps are
+the array forms of the per-scan dictionary transforms (``ScanIntensity.map_batch``,
+``ToChannels``, ``SquarePad``, MONAI's ``Resize``), which take a batch as well as one image; only
+the order (planes kept, resized per batch) is this module's.
 """
 
 from __future__ import annotations
@@ -28,13 +30,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import Compose, Resize, ScaleIntensityRange, SpatialPad, Transform
+from monai.transforms import Compose, Resize, Transform
 from torchvision.transforms.v2.functional import normalize
 
 from medtl.config import PreprocessConfig
-from medtl.data.intensity import ScanIntensity, intensity_rule
+from medtl.data.intensity import ScanIntensity
 from medtl.data.readers import array_scan
-from medtl.errors import ScanError
+from medtl.data.transforms import SquarePad, ToChannels
 from medtl.models.registry import InputSpec
 
 Item = dict[str, Any]
@@ -64,31 +66,6 @@ def _plain(t: torch.Tensor) -> torch.Tensor:
     return t.as_tensor() if hasattr(t, "as_tensor") else t
 
 
-def _intensity(stack: torch.Tensor, info: Any, pp: PreprocessConfig) -> torch.Tensor:
-    """(N, C, H, W) float32 in the images' units -> [0, 1], each image by the map its scan would get."""
-    planner = ScanIntensity(pp)
-    if intensity_rule(info, pp) != "percentile":  # one map for all: a fixed range or a CT window
-        m = planner.plan(stack[:1, 0], info)
-        if m.hi <= m.lo:
-            out = torch.zeros_like(stack)
-        else:
-            out = _plain(ScaleIntensityRange(m.lo, m.hi, 0.0, 1.0, clip=True)(stack))
-        return 1.0 - out if m.invert else out
-    # each image's own percentiles, with ScanIntensity's fallbacks (min..max, then all 0)
-    flat = stack.reshape(len(stack), -1).numpy()
-    lo, hi = np.percentile(flat, pp.percentiles, axis=1)
-    flat_lo, flat_hi = flat.min(axis=1), flat.max(axis=1)
-    same = hi <= lo
-    lo, hi = np.where(same, flat_lo, lo).astype(np.float64), np.where(same, flat_hi, hi).astype(np.float64)
-    const = hi <= lo
-    scale = np.where(const, 1.0, hi - lo)
-    shape = (-1,) + (1,) * (stack.ndim - 1)
-    out = (stack - torch.as_tensor(lo, dtype=torch.float32).view(shape)) / torch.as_tensor(scale, dtype=torch.float32).view(shape)
-    out = out.clamp_(0.0, 1.0)
-    out[torch.as_tensor(const)] = 0.0
-    return 1.0 - out if info.photometric == "MONOCHROME1" else out
-
-
 CHUNK = 1024  # images mapped at once while the planes are made
 
 
@@ -100,21 +77,16 @@ def _planes(items: Sequence[Item], info: Any, pp: PreprocessConfig, channels: in
     baseline for 16k OrganAMNIST images against 200 MiB for 1k (239 MiB at 16k in chunks;
     benchmarks/bench_memory.py)."""
     rows, cols = items[0]["image"].shape[:2]
-    c = 3 if info.color else 1  # RGBA: alpha dropped, as ToChannelsd does
-    if c not in (1, channels):
-        raise ScanError(info.path, f"{c} channels cannot become {channels}")
+    intensity, to_channels, pad = ScanIntensity(pp), ToChannels(channels), SquarePad()
+    c = min(info.raw_shape[-1], 3) if info.color else 1  # RGBA: alpha dropped; drop_alpha checks the count
     side = max(rows, cols)
     out = torch.empty((len(items), c, side, side), dtype=torch.float32)
     for start in range(0, len(items), CHUNK):
         stack = torch.from_numpy(np.stack([it["image"] for it in items[start:start + CHUNK]])).to(torch.float32)
         stack = stack.permute(0, 3, 1, 2) if info.color else stack.unsqueeze(1)  # (n, C, rows, cols)
-        planes = _intensity(stack, info, pp)[:, :c]
+        planes = to_channels.drop_alpha(_plain(intensity.map_batch(stack, info)), info.path)
         del stack
-        n = len(planes)
-        if rows != cols:  # zero-padded to a centred square, as SquarePadd does (nothing cropped)
-            planes = _plain(SpatialPad(spatial_size=(side, side), method="symmetric", mode="constant")(
-                planes.reshape(n * c, rows, cols))).reshape(n, c, side, side)
-        out[start:start + n] = planes
+        out[start:start + len(planes)] = _plain(pad(planes))
     return out
 
 
@@ -138,6 +110,7 @@ class BatchedArrays(torch.utils.data.Dataset):
         _, info = array_scan(first["image"], str(first.get("path", "array")))  # the ScanInfo every image gets
         self.planes = _planes(items, info, pp, spec.channels)
         self.resize = Resize(spatial_size=(spec.size, spec.size), mode=spec.interpolation, anti_aliasing=True)
+        self.to_channels = ToChannels(spec.channels)
         self.mean, self.std = list(spec.mean), list(spec.std)
 
     def __len__(self) -> int:
@@ -151,8 +124,7 @@ class BatchedArrays(torch.utils.data.Dataset):
         x = self.planes[idx]
         b, c, side, _ = x.shape
         x = _plain(self.resize(x.reshape(b * c, side, side))).reshape(b, c, self.spec.size, self.spec.size)
-        if c == 1 and self.spec.channels != 1:
-            x = x.expand(-1, self.spec.channels, -1, -1)  # a view: normalisation writes the one copy
+        x = self.to_channels.repeat_grey(x, view=True)  # a view: normalisation writes the one copy
         if self.transform is not None:  # per image: each draws its own random parameters
             x = torch.stack([_plain(self.transform({"image": img.contiguous()})["image"]) for img in x]).float()
         # NormalizeIntensity's channel-wise arithmetic ((x - mean[c]) / std[c]) on the whole batch at once

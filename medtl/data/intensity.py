@@ -148,6 +148,24 @@ class ScanIntensity(Transform):
     def __call__(self, img: torch.Tensor, info: ScanInfo) -> torch.Tensor:
         return self.apply(img, self.plan(img, info))
 
+    def map_batch(self, stack: torch.Tensor, info: ScanInfo) -> torch.Tensor:
+        """A batch (N, C, H, W) of 2D images that share one ``ScanInfo`` (an in-memory split) to [0, 1],
+        each image by the map its own scan gets: one map for a fixed range or a CT window; otherwise
+        each image's own percentiles, vectorised, with ``_percentiles``' fallbacks (min..max, then 0)."""
+        if intensity_rule(info, self.pp) != "percentile":
+            return self.apply(stack, self.plan(stack[:1, 0], info))
+        flat = stack.reshape(len(stack), -1).numpy()
+        lo, hi = np.percentile(flat, self.pp.percentiles, axis=1)
+        same = hi <= lo
+        lo = np.where(same, flat.min(axis=1), lo).astype(np.float64)
+        hi = np.where(same, flat.max(axis=1), hi).astype(np.float64)
+        const = hi <= lo
+        shape = (-1,) + (1,) * (stack.ndim - 1)
+        scale = torch.as_tensor(np.where(const, 1.0, hi - lo), dtype=torch.float32).view(shape)
+        out = ((stack - torch.as_tensor(lo, dtype=torch.float32).view(shape)) / scale).clamp_(0.0, 1.0)
+        out[torch.as_tensor(const)] = 0.0
+        return 1.0 - out if info.photometric == "MONOCHROME1" else out
+
     def describe(self, info: ScanInfo, img: torch.Tensor | None = None) -> str:
         """The rule a scan gets, in words (for ``inspect`` and ``preview``)."""
         return self.plan(img if img is not None else torch.zeros(1, 2, 2), info).text

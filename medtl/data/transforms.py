@@ -58,9 +58,9 @@ INFO = "scan_info"
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}  # in LPS
 AXIS_NAMES = {v: k for k, v in AXES.items()}
 
-__all__ = ["INFO", "AXES", "LoadScand", "CheckFinited", "SelectVolumed", "OrientVolumed", "ToPlaned", "ToChannelsd",
-           "SquarePadd", "PreparedScan", "array_scan", "build_augmentations", "prepare_scan", "preprocess_scan",
-           "scan_transforms", "single_threaded"]
+__all__ = ["INFO", "AXES", "LoadScand", "CheckFinited", "SelectVolumed", "OrientVolumed", "ToPlaned", "ToChannels",
+           "ToChannelsd", "SquarePad", "SquarePadd", "PreparedScan", "array_scan", "build_augmentations", "prepare_scan",
+           "preprocess_scan", "scan_transforms", "single_threaded"]
 
 
 class LoadScand(MapTransform):
@@ -198,39 +198,80 @@ class ToPlaned(MapTransform):
         return v[..., mid], f"slice: {what} {mid} of {n} (0-based; {how})"
 
 
+class ToChannels(Transform):
+    """RGBA -> RGB, grey -> repeated to ``channels``, on the channel axis (-3) of one image (C, H, W)
+    or a batch (N, C, H, W).
+
+    ``drop_alpha`` and ``repeat_grey`` are its two halves, for the batch path (``BatchedArrays``),
+    which keeps grey planes single-channel until a batch is made and repeats them as a view.
+    """
+
+    def __init__(self, channels: int) -> None:
+        self.channels = channels
+
+    def drop_alpha(self, img: torch.Tensor, subject: str | None = None) -> torch.Tensor:
+        """Alpha dropped; then one channel or ``channels`` of them, or a ``ScanError``."""
+        if img.shape[-3] == 4:
+            img = img[..., :3, :, :]
+        if img.shape[-3] not in (1, self.channels):
+            raise ScanError(subject, f"{img.shape[-3]} channels cannot become {self.channels}")
+        return img
+
+    def repeat_grey(self, img: torch.Tensor, view: bool = False) -> torch.Tensor:
+        if img.shape[-3] != 1 or self.channels == 1:
+            return img
+        if view:
+            return img.expand(*img.shape[:-3], self.channels, *img.shape[-2:])
+        return img.repeat(*([1] * (img.ndim - 3)), self.channels, 1, 1)
+
+    def __call__(self, img: torch.Tensor, subject: str | None = None) -> torch.Tensor:
+        return self.repeat_grey(self.drop_alpha(img, subject))
+
+
 class ToChannelsd(MapTransform):
-    """Grey -> repeated to ``channels``; RGBA -> RGB."""
+    """``ToChannels`` on each key, recording what it did."""
 
     def __init__(self, keys: Any, channels: int) -> None:
         super().__init__(keys)
-        self.channels = channels
+        self.t = ToChannels(channels)
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for k in self.key_iterator(d):
-            img = d[k]
-            if img.shape[0] == 4:
-                img = img[:3]
+            c = d[k].shape[0]
+            d[k] = self.t(d[k], d[INFO].path)
+            if c == 4:
                 d[INFO] = d[INFO].with_step("channels: alpha dropped")
-            if img.shape[0] == 1 and self.channels != 1:
-                img = img.repeat(self.channels, 1, 1)
-                d[INFO] = d[INFO].with_step(f"channels: grey repeated to {self.channels}")
-            if img.shape[0] != self.channels:
-                raise ScanError(d[INFO].path, f"{img.shape[0]} channels cannot become {self.channels}")
-            d[k] = img
+            if c == 1 and self.t.channels != 1:
+                d[INFO] = d[INFO].with_step(f"channels: grey repeated to {self.t.channels}")
         return d
 
 
+class SquarePad(Transform):
+    """Zero-pad the last two axes to a centred square with MONAI's ``SpatialPad`` (nothing cropped);
+    one plane (C, H, W) or a batch (N, C, H, W)."""
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        h, w = img.shape[-2:]
+        if h == w:
+            return img
+        side = max(h, w)
+        pad = SpatialPad(spatial_size=(side, side), method="symmetric", mode="constant")
+        if img.ndim == 3:
+            return pad(img)
+        return pad(img.reshape(-1, h, w)).reshape(*img.shape[:-2], side, side)
+
+
 class SquarePadd(MapTransform):
-    """Zero-pad a (C, H, W) plane to a centred square with MONAI's ``SpatialPad``."""
+    """``SquarePad`` on each key, recording the padding."""
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for k in self.key_iterator(d):
             h, w = d[k].shape[1:]
-            side = max(h, w)
             if h != w:
-                d[k] = SpatialPad(spatial_size=(side, side), method="symmetric", mode="constant")(d[k])
+                d[k] = SquarePad()(d[k])
+                side = max(h, w)
                 d[INFO] = d[INFO].with_step(f"pad: {h}x{w} zero-padded to {side}x{side} (nothing cropped)")
         return d
 

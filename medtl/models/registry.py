@@ -2,7 +2,11 @@
 
 As in timm's ``pretrained_cfg``, the input specification (size, channels, mean, std,
 interpolation) is read from the weights' own metadata (torchvision's ``Weights.transforms()``,
-timm's ``pretrained_cfg``), never copied by hand, and travels with every model medtl logs.
+timm's ``pretrained_cfg``), never copied by hand; ``input_spec`` is the one place it is made,
+``medtl.models.transfer.build_backbone`` attaches it to the model, and it travels with every model
+medtl logs. This module is a leaf: it imports nothing of ``medtl.models``. The built-in backbones
+register themselves from ``medtl.models.backbones``, which the package imports, so any import of
+``medtl.models.*`` finds them registered.
 """
 
 from __future__ import annotations
@@ -82,16 +86,16 @@ def register_backbone(spec: BackboneSpec, *, overwrite: bool = False) -> Backbon
 
 
 def get_backbone(name: str) -> BackboneSpec:
-    _ensure_builtin()
     if name not in _REGISTRY:
         raise ConfigError("backbone.name", f"unknown backbone '{name}' (known: {', '.join(sorted(_REGISTRY))})")
     return _REGISTRY[name]
 
 
 def list_backbones() -> list[str]:
-    _ensure_builtin()
     return sorted(_REGISTRY)
 
 
-def _ensure_builtin() -> None:
-    from medtl.models import backbones  # noqa: F401  (registers the built-in families on import)
+def input_spec(name: str, size: int | None = None) -> InputSpec:
+    """What backbone ``name`` expects, from its weights' metadata, at ``size`` (``preprocess.size``;
+    None: the size the weights were trained at). Built once per model and then read from it."""
+    return get_backbone(name).weights.input_spec().with_size(size)

@@ -1,4 +1,11 @@
-"""A backbone cut into named layer groups plus a new head: the one model every strategy trains."""
+"""A backbone cut into named layer groups plus a new head: the one model every strategy trains.
+
+Like timm's ``model.pretrained_cfg``, the backbone carries its registry name and its input
+specification (``GroupedBackbone.name``, ``.spec``; ``TransferModel.spec`` reads them): the spec is
+made once, with its size, when the backbone is built, and everything downstream (feature cache
+keys, the logged model, its card, serving) reads it from the model instead of resolving the name
+again.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +16,23 @@ import torch
 from torch import nn
 
 from medtl.errors import ConfigError
-from medtl.models.registry import BackboneSpec, InputSpec, get_backbone
+from medtl.models.registry import BackboneSpec, InputSpec, get_backbone, input_spec
 
 
 class GroupedBackbone(nn.Module):
-    """Stages applied in order; ``forward(x, layer)`` returns the pooled output of one stage."""
+    """Stages applied in order; ``forward(x, layer)`` returns the pooled output of one stage.
 
-    def __init__(self, groups: list[tuple[str, nn.Module]], neck: nn.Module) -> None:
+    ``name`` (the registry's) and ``spec`` (the input it expects) travel with the module; they are
+    plain attributes, not state: ``state_dict`` holds tensors only.
+    """
+
+    def __init__(self, groups: list[tuple[str, nn.Module]], neck: nn.Module, *, name: str, spec: InputSpec) -> None:
         super().__init__()
         self.stages = nn.ModuleDict(OrderedDict(groups))
         self.neck = neck
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.name = name
+        self.spec = spec
 
     @property
     def group_names(self) -> list[str]:
@@ -56,25 +69,30 @@ def make_head(in_features: int, num_classes: int, kind: str = "linear") -> nn.Mo
 @dataclass
 class BuiltBackbone:
     backbone: GroupedBackbone
-    spec: InputSpec
     weights_id: str
     weights_sha256: str | None  # None: random init (scratch)
     feature_dims: dict[str, int]
 
+    @property
+    def spec(self) -> InputSpec:
+        return self.backbone.spec
 
-def build_backbone(name: str, pretrained: bool = True) -> BuiltBackbone:
-    """The backbone's groups with ImageNet weights (or random ones for the scratch control)."""
+
+def build_backbone(name: str, pretrained: bool = True, spec: InputSpec | None = None) -> BuiltBackbone:
+    """The backbone's groups with ImageNet weights (or random ones for the scratch control).
+
+    ``spec``: the input specification the model will carry (``input_spec(name, size)``, or the one
+    a logged model was saved with); None: the weights' own, at the size they were trained at.
+    """
     bspec: BackboneSpec = get_backbone(name)
     full = bspec.build()
     sha = bspec.weights.load_into(full) if pretrained else None
     groups, neck = bspec.split(full)
-    backbone = GroupedBackbone(groups, neck)
+    backbone = GroupedBackbone(groups, neck, name=name, spec=spec or input_spec(name))
     backbone.eval()
     with torch.no_grad():  # feature widths of every stage, from a small dry run
         dims = {k: int(v.shape[1]) for k, v in backbone.forward_all(torch.zeros(1, 3, 64, 64)).items()}
-    return BuiltBackbone(
-        backbone, bspec.weights.input_spec(), bspec.weights.id if pretrained else "random", sha, dims
-    )
+    return BuiltBackbone(backbone, bspec.weights.id if pretrained else "random", sha, dims)
 
 
 class TransferModel(nn.Module):
@@ -85,6 +103,11 @@ class TransferModel(nn.Module):
         self.backbone = backbone
         self.head = head
         self.layer = layer
+
+    @property
+    def spec(self) -> InputSpec:
+        """The input the model expects (made when its backbone was built)."""
+        return self.backbone.spec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x, self.layer))
@@ -104,9 +127,10 @@ class TransferModel(nn.Module):
 
 
 def create_model(
-    name: str, num_classes: int, pretrained: bool = True, head: str = "linear", layer: str | None = None
+    name: str, num_classes: int, pretrained: bool = True, head: str = "linear", layer: str | None = None,
+    spec: InputSpec | None = None,
 ) -> tuple[TransferModel, BuiltBackbone]:
-    built = build_backbone(name, pretrained)
+    built = build_backbone(name, pretrained, spec)
     layer_name = layer or built.backbone.group_names[-1]
     if layer_name not in built.feature_dims:
         raise ConfigError("layer", f"unknown layer group '{layer}' for {name} (groups: {', '.join(built.feature_dims)})")

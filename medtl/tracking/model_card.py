@@ -47,7 +47,7 @@ def _counts(data: Any) -> str:
 
 def model_card(arm: Any, comparison: Any, tags: dict[str, str], run_id: str | None = None) -> str:
     """The card for one arm's model, from its comparison (config, data, metrics, provenance tags)."""
-    cfg, data, spec = comparison.config, comparison.data, comparison.spec
+    cfg, data, spec = comparison.config, comparison.data, arm.model.spec
     domains = sorted(set(arm.test_items["domain"])) if len(arm.test_items) else data.domains()
     pp = cfg.preprocess
     window = pp.window if isinstance(pp.window, str) else f"level {pp.window.level}, width {pp.window.width}"
@@ -86,7 +86,7 @@ def model_card(arm: Any, comparison: Any, tags: dict[str, str], run_id: str | No
         "learning and domain shift by people who can judge the limitations below.",
         "",
         "## Model",
-        f"- Backbone: `{cfg.backbone.name}`, pretrained weights `{arm.weights_id}` (sha256 `{arm.weights_sha256 or 'random init'}`)",
+        f"- Backbone: `{arm.model.backbone.name}`, pretrained weights `{arm.weights_id}` (sha256 `{arm.weights_sha256 or 'random init'}`)",
         f"- Transfer strategy: `{arm.strategy}` (kind `{arm.kind}`"
         + (f", head `{arm.build['head']}`" if arm.build.get("head") else "") + ")",
         f"- Input: {spec.channels} x {spec.size} x {spec.size}, mean {list(spec.mean)}, std {list(spec.std)}, "

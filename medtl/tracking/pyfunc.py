@@ -39,15 +39,15 @@ ENTRY_POINT = Path(__file__).with_name("pyfunc_model.py")
 ARRAY_HINT = "pass arrays as cells of one column, e.g. pd.DataFrame({'image': [array, ...]})"
 
 
-def model_meta(model: Any, backbone: str, classes: list[str], spec: InputSpec, preprocess: PreprocessConfig,
-               head: str, strategy: str) -> dict[str, Any]:
+def model_meta(model: Any, classes: list[str], preprocess: PreprocessConfig, head: str, strategy: str) -> dict[str, Any]:
+    """What rebuilds ``model`` and its preprocessing; the backbone and input spec are read from the model."""
     return {
         "format": 1,
-        "backbone": backbone,
+        "backbone": model.backbone.name,
         "classes": list(classes),
         "head": head,
         "layer": model.layer,
-        "input_spec": spec.as_dict(),
+        "input_spec": model.spec.as_dict(),
         "preprocess": preprocess.model_dump(mode="json"),
         "strategy": strategy,
     }
@@ -104,9 +104,10 @@ class MedtlClassifier:
 
         self.meta = meta
         self.classes = list(meta["classes"])
-        self.spec = InputSpec.from_dict(meta["input_spec"])
         self.preprocess = PreprocessConfig.model_validate(meta["preprocess"])
-        self.model, _ = create_model(meta["backbone"], len(self.classes), pretrained=False, head=meta["head"], layer=meta["layer"])
+        self.model, _ = create_model(meta["backbone"], len(self.classes), pretrained=False, head=meta["head"], layer=meta["layer"],
+                                     spec=InputSpec.from_dict(meta["input_spec"]))  # the logged spec, not the registry's
+        self.spec = self.model.spec
         self.model.load_state_dict(state_dict)
         self.model.eval()
 
@@ -188,14 +189,23 @@ def log_classifier(run_id: str, model: torch.nn.Module, meta: dict[str, Any], ca
     import tempfile
 
     from mlflow.models import Model
+    from mlflow.tracking import MlflowClient
+    from mlflow.tracking.context.registry import resolve_tags
 
     import medtl
 
+    # the LoggedModel is made here, in the run's own experiment, rather than by ``Model.log`` in
+    # MLflow's global current experiment (which medtl would otherwise have to set for the process)
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(run.info.experiment_id, name="model", source_run_id=run_id,
+                                        tags=resolve_tags(tags), params=dict(run.data.params))
     with tempfile.TemporaryDirectory() as tmp:
         files = save_model_files(Path(tmp), model, meta)
         (Path(tmp) / CARD_FILE).write_text(card)
         info = Model.log(
-            artifact_path=None, name="model", flavor=mlflow.pyfunc, flavor_name="pyfunc.ModelFromCode", run_id=run_id,
+            artifact_path=None, name="model", model_id=logged.model_id, flavor=mlflow.pyfunc,
+            flavor_name="pyfunc.ModelFromCode", run_id=run_id,
             python_model=str(ENTRY_POINT), artifacts={**files, "model_card": str(Path(tmp) / CARD_FILE)},
             code_paths=[str(Path(medtl.__file__).parent)], pip_requirements=list(pip_requirements),
             signature=signature(meta["classes"]), input_example=input_example(),

@@ -211,7 +211,6 @@ class MlflowTracker:
             self.client.set_tag(parent.info.run_id, "medtl.resumed_with_commit", self.tags["medtl.git_commit"])
         self.parent_id = parent.info.run_id
         self._write_journal()
-        mlflow.set_experiment(experiment_id=self.experiment_id)  # where MLflow files the LoggedModels of the arms
         self._reopen(parent)
         spec = comparison.spec
         params = {**cfg.flat(), "input.size": spec.size, "input.mean": spec.mean, "input.std": spec.std,
@@ -333,8 +332,7 @@ class MlflowTracker:
             for partial in c.search_logged_models([self.experiment_id], filter_string=f"source_run_id = '{run_id}'"):
                 c.delete_logged_model(partial.model_id)  # an upload cut short last time
             cfg = comparison.config
-            meta = model_meta(arm.model, cfg.backbone.name, data.classes, comparison.spec, cfg.preprocess, arm.build["head"],
-                              arm.strategy)
+            meta = model_meta(arm.model, data.classes, cfg.preprocess, arm.build["head"], arm.strategy)
             uri = log_classifier(run_id, arm.model, meta, card, pip_requirements(),
                                  tags={STRATEGY: arm.strategy, "medtl.seed": str(arm.seed), COMPARISON_TAG: self.parent_id or ""})
             model_id = uri.removeprefix("models:/")

@@ -5,7 +5,8 @@ parameters and batch-norm statistics stay bit-identical), sets each group's lear
 the schedule (base rate x warm-up since its unfreeze x the cosine/one-cycle shape), trains,
 validates (AUC with MedMNIST's definition), keeps a real copy of the best weights, stops early on
 validation AUC, and checkpoints so that a killed run resumes to the same result. Every epoch
-reseeds from (seed, epoch), which is what makes a resumed run equal an uninterrupted one.
+reseeds from (seed, epoch), which is what makes a resumed run equal an uninterrupted one; the
+caller's global generators are put back as they were when ``fit`` returns.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import copy
 import math
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,9 +64,26 @@ class FitResult:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed python's, numpy's and torch's global generators; call it inside ``rng_restored``."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextmanager
+def rng_restored(device: torch.device | None = None) -> Iterator[None]:
+    """Seed and draw from the global generators freely inside; on leaving, python's, numpy's and
+    torch's (the CPU's and ``device``'s when it is a GPU) are as the caller had them, so medtl's
+    seeds never leak into the caller's process (scikit-learn's rule: no hidden global state)."""
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device is not None and device.type == "cuda" else []
+    py, npy = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=cuda):
+            yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -247,7 +265,7 @@ def fit(
     stopped = False
     dist = opts.dist
     net, wrapped_for = model, None  # under torchrun: the DDP wrapper of the current trainable set
-    with synced_batchnorm(model, dist):
+    with synced_batchnorm(model, dist), rng_restored(device):
         for epoch in range(start, schedule.epochs):
             if opts.patience is not None and bad_epochs >= opts.patience:
                 stopped = True

@@ -65,3 +65,27 @@ def test_slice_rules_on_a_volume(tmp_path, spec) -> None:
     x25, _ = preprocess_scan(nii, spec.with_size(32), PreprocessConfig(**pp, slice_rule="2.5d"))
     c = x25[:, 16, 16]
     assert c[0] < c[1] < c[2] or c[0] > c[1] > c[2], "2.5D: three adjacent slices as channels"
+
+
+def test_array_twins_take_a_batch_as_the_dictionary_forms_take_one_image() -> None:
+    """ToChannels and SquarePad (the batch path's steps) equal ToChannelsd and SquarePadd image by image."""
+    from monai.data import MetaTensor
+
+    from medtl.data.readers import ScanInfo
+    from medtl.data.transforms import INFO, SquarePad, SquarePadd, ToChannels, ToChannelsd
+    from medtl.errors import ScanError
+
+    rng = torch.Generator().manual_seed(0)
+    for c, channels in ((1, 3), (4, 3), (3, 3), (1, 1)):
+        batch = torch.rand((5, c, 7, 12), generator=rng)
+        got = SquarePad()(ToChannels(channels)(batch))
+        assert got.shape == (5, channels, 12, 12)
+        for i in range(5):
+            d = {"image": MetaTensor(batch[i]), INFO: ScanInfo(path="x", kind="array")}
+            want = SquarePadd("image")(ToChannelsd("image", channels)(d))
+            assert torch.equal(got[i], want["image"].as_tensor())
+            assert want[INFO].applied[-1] == "pad: 7x12 zero-padded to 12x12 (nothing cropped)"
+    grey = torch.rand((2, 1, 4, 4), generator=rng)
+    assert torch.equal(ToChannels(3).repeat_grey(grey, view=True), ToChannels(3)(grey))
+    with pytest.raises(ScanError, match="3 channels cannot become 1"):
+        ToChannels(1)(torch.rand(3, 4, 4), "x.png")

@@ -36,7 +36,7 @@ def test_groups_cover_every_tensor_but_the_classifier_once(name: str) -> None:
     classifiers = [m for m in full.modules() if isinstance(m, nn.Linear) and set(_ids(m)) == rest]
     assert len(classifiers) == 1 and classifiers[0].out_features == 1000, f"{name}: left out more than the 1000-class classifier"
     # the grouped network + the original classifier is the original network
-    grouped = GroupedBackbone(groups, neck).eval()
+    grouped = GroupedBackbone(groups, neck, name=name, spec=bspec.weights.input_spec()).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(classifiers[0](grouped(x)), full(x), rtol=1e-4, atol=1e-4)

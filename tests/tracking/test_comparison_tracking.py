@@ -257,3 +257,19 @@ def test_a_bad_scan_costs_only_its_row(tracked, identified_data, tmp_path, capsy
     assert rc == 1 and len(stderr.strip().splitlines()) == 1 and "['cyst'] unknown to the model" in stderr
     rc, stdout, stderr = _cli(capsys, "predict", "models:/no-such-model@champion", good)
     assert rc == 1 and stderr.startswith("medtl: error: models:/no-such-model@champion: cannot load this model")
+
+
+def test_logged_models_sit_in_the_comparison_experiment_and_mlflow_s_current_one_is_untouched(tracked) -> None:
+    """The arms' LoggedModels are filed under the comparison's experiment by explicit id; MLflow's
+    process-wide current experiment (``mlflow.set_experiment``, and its env var) is never set."""
+    import os
+
+    import mlflow.tracking.fluent as fluent
+
+    comp, uri, client, parent, children, _ = tracked
+    models = {m.source_run_id: m for m in client.search_logged_models([parent.info.experiment_id])}
+    for name, run in children.items():
+        m = models[run.info.run_id]
+        assert m.experiment_id == parent.info.experiment_id and m.tags["medtl.strategy"] == name
+        assert m.params == client.get_run(run.info.run_id).data.params  # the run's params, as Model.log copied them
+    assert fluent._active_experiment_id is None and "MLFLOW_EXPERIMENT_ID" not in os.environ

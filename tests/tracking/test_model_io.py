@@ -62,13 +62,12 @@ def test_requirements_are_pinned_to_installed_versions() -> None:
 def test_a_logged_efficientnet_serves_without_its_weights_package(monkeypatch) -> None:
     """Serving rebuilds the backbone from its name: every tensor comes from the logged state dict."""
     from medtl.config import PreprocessConfig
-    from medtl.models.registry import get_backbone
+    from medtl.models.registry import input_spec
     from medtl.models.transfer import create_model
     from medtl.tracking.pyfunc import MedtlClassifier, model_meta
 
-    model, _ = create_model("efficientnet_lite0", 2, pretrained=False)
-    spec = get_backbone("efficientnet_lite0").weights.input_spec().with_size(64)
-    meta = model_meta(model, "efficientnet_lite0", ["a", "b"], spec, PreprocessConfig(), "linear", "full")
+    model, _ = create_model("efficientnet_lite0", 2, pretrained=False, spec=input_spec("efficientnet_lite0", 64))
+    meta = model_meta(model, ["a", "b"], PreprocessConfig(), "linear", "full")
     for pkg in WEIGHTS_ONLY_PACKAGES:
         monkeypatch.setitem(sys.modules, pkg.replace("-", "_"), None)  # importing it now fails
     clf = MedtlClassifier(meta, model.state_dict())
