@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import MEDMNIST, RESULTS, header, load_average, markdown_table, write_section  # noqa: E402
 from medtl import api  # noqa: E402
-from medtl.compare import Comparison, pick_best, run_folder  # noqa: E402
+from medtl.experiment.results import Comparison, pick_best  # noqa: E402
+from medtl.experiment.run import run_folder  # noqa: E402
 from medtl.config import ExperimentConfig, load_config  # noqa: E402
 from medtl.models.registry import get_backbone  # noqa: E402
 

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import MEDMNIST, header, load_average, publish  # noqa: E402
-from medtl.compare import _fit_options, _Shared  # noqa: E402
+from medtl.experiment.shared import SharedData  # noqa: E402
 from medtl.config import load_config  # noqa: E402
 from medtl.data.datasets import load_data  # noqa: E402
 from medtl.models.registry import input_spec  # noqa: E402
@@ -57,7 +57,7 @@ def cached_arm(cfg, data, spec, device, cache: Path) -> tuple[float, float]:  # 
     """Seconds and final validation AUC of the frozen arm as ``compare`` runs it (features from the cache).
 
     Neither arm writes checkpoints here: the comparison is of compute, not of disk writes."""
-    shared = _Shared(cfg, data, spec, cache, device)
+    shared = SharedData(cfg, data, spec, cache, device)
     shared.dataset("train"), shared.dataset("val")  # preprocessed images: shared by both arms, not timed
     built = build_backbone(cfg.backbone.name)
     start = time.perf_counter()
@@ -66,13 +66,13 @@ def cached_arm(cfg, data, spec, device, cache: Path) -> tuple[float, float]:  # 
     head = make_head(built.feature_dims[built.backbone.group_names[-1]], len(data.classes), "linear")
     s = cfg.strategies[0]
     result = fit_head(head, feats, built.backbone.group_names[-1], build_schedule(s, (HEAD,), cfg.train),
-                       _fit_options(cfg, data, 0, torch.device("cpu"), "cached"), None, None, cfg.train.batch_size)
+                       shared.fit_options(0, "cached", torch.device("cpu")), None, None, cfg.train.batch_size)
     return time.perf_counter() - start, result.history[-1]["val_auc"]
 
 
 def reextract_arm(cfg, data, spec, device, cache: Path) -> tuple[float, float]:  # noqa: ANN001
     """The same head, the same epochs, the backbone run over the images every epoch."""
-    shared = _Shared(cfg, data, spec, cache, device)
+    shared = SharedData(cfg, data, spec, cache, device)
     shared.dataset("train"), shared.dataset("val")
     built = build_backbone(cfg.backbone.name)
     start = time.perf_counter()
@@ -83,7 +83,7 @@ def reextract_arm(cfg, data, spec, device, cache: Path) -> tuple[float, float]: 
     s = cfg.strategies[0]
     schedule = head_only(tuple(groups), s.epochs or cfg.train.epochs, cfg.train.head_lr, cfg.train.schedule)
     result = fit(model, groups, schedule, shared.loader("train", train=True, seed=0), shared.loader("val"),
-                 _fit_options(cfg, data, 0, device, "re-extracting"), None)
+                 shared.fit_options(0, "re-extracting"), None)
     return time.perf_counter() - start, result.history[-1]["val_auc"]
 
 

@@ -87,7 +87,7 @@ def child(kind: str, n: int, size: int, eval_n: int) -> dict[str, Any]:
     """One measurement in this process: seconds, baseline and peak RSS, and the caches' bytes."""
     from monai.data import CacheDataset
 
-    import medtl.compare
+    import medtl.experiment.shared
     from medtl import api
     from medtl.config import load_config
     from medtl.data.batched import BatchedArrays
@@ -118,14 +118,14 @@ def child(kind: str, n: int, size: int, eval_n: int) -> dict[str, Any]:
             feature_bytes = _nbytes(feats)
         else:
             cfg.data.cache_dir = Path(tmp)
-            medtl.compare.prepared_dataset = recording  # type: ignore[attr-defined]
+            medtl.experiment.shared.prepared_dataset = recording  # type: ignore[attr-defined]
             old = Path.cwd()
             os.chdir(tmp)
             try:
                 api.compare(cfg, track=False)
             finally:
                 os.chdir(old)
-                medtl.compare.prepared_dataset = prepared_dataset  # type: ignore[attr-defined]
+                medtl.experiment.shared.prepared_dataset = prepared_dataset  # type: ignore[attr-defined]
             feature_bytes = sum(f.stat().st_size for f in (Path(tmp) / "features").glob("*.pt"))
     seconds = time.perf_counter() - start
     cached = [(ds, added) for ds, added in datasets if isinstance(ds, (CacheDataset, BatchedArrays))]

@@ -89,7 +89,7 @@ def run(config: str, overrides: list[str]) -> tuple[str, float, tuple[float, flo
     table = with_gains(comp.shift_table())
     groups = next((a.model.backbone.group_names for a in comp.arms), [])
     ext = comp.shift_extractor
-    source, targets = __import__("medtl.domains", fromlist=["source_target"]).source_target(comp.config, comp.data)
+    source, targets = __import__("medtl.experiment.shift", fromlist=["source_target"]).source_target(comp.config, comp.data)
     text = [f"### {comp.config.name}",
             "", f"- data: {'; '.join(comp.data.notes) or 'as configured'}",
             f"- source {source}; {len(targets)} target domain(s); test images: {len(comp.data.splits['test'])}",

@@ -161,7 +161,7 @@ def compare(config: str | Path | dict | ExperimentConfig, overrides: list[str] |
     Under ``torchrun`` call it on every rank: fine-tuning runs data-parallel and rank 0 alone tracks
     (``is_main_process()``); the other ranks return the same results with ``run_id`` None.
     """
-    from medtl.compare import NullTracker, compare as _compare
+    from medtl.experiment.run import NullTracker, compare as _compare
 
     cfg = config if isinstance(config, ExperimentConfig) else load_config(config, overrides)
     tracker: Any = NullTracker()

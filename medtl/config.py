@@ -71,7 +71,7 @@ class ShiftConfig(_Strict):
 
 
 class SelectionConfig(_Strict):
-    """Label-free model selection (``medtl.selection``): on when there are unlabelled target scans."""
+    """Label-free model selection (``medtl.experiment.selection``): on when there are unlabelled target scans."""
 
     enabled: bool = True
     max_items: int = Field(default=500, ge=3)  # unlabelled target scans each arm is scored on (one seeded draw)

@@ -130,3 +130,11 @@ def toy_loaders(n: int = 32, batch: int = 8):  # noqa: ANN201
     y = (x[:, 0, 8:24, 8:24].mean((1, 2)) > 0).long()
     ds = TensorDataset(x, y)
     return DataLoader(ds, batch_size=batch, shuffle=True, generator=torch.Generator().manual_seed(0)), DataLoader(ds, batch_size=batch)
+
+
+def artifact_files(client, run_id: str, path: str | None = None) -> set[str]:  # noqa: ANN001
+    """Every artifact path of an MLflow run, folders walked."""
+    out = set()
+    for f in client.list_artifacts(run_id, path):
+        out |= artifact_files(client, run_id, f.path) if f.is_dir else {f.path}
+    return out

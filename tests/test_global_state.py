@@ -15,7 +15,7 @@ import torch
 from medtl.config import load_config
 from medtl.models.transfer import create_model
 from medtl.training.loop import FitOptions, fit
-from medtl.training.strategies import head_only
+from medtl.training.schedule import head_only
 from tests.conftest import ROOT, tiny_config
 
 # In a fresh interpreter: the libraries medtl uses are imported first (their own import-time

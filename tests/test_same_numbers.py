@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from medtl.compare import compare
 from medtl.config import load_config
+from medtl.experiment.run import compare
 from tests.conftest import tiny_config
 
 STRATEGIES = [

@@ -61,7 +61,7 @@ def arms_table(client: MlflowClient, parent: Run) -> pd.DataFrame:
 
 def comparison_table(client: MlflowClient, parent: Run) -> pd.DataFrame:
     """One row per strategy, exactly as ``medtl compare`` printed it (means over seeds, 95% CIs)."""
-    from medtl.compare import results_table
+    from medtl.experiment.tables import results_table
 
     arms = []
     for r in arm_runs(client, parent):

@@ -16,9 +16,7 @@ model, the registration. Every write is keyed so that doing it again changes not
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 import time
 import weakref
 from collections.abc import Callable
@@ -28,30 +26,24 @@ from typing import Any
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
-import pandas as pd
-import yaml
 from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from medtl.config import StrategyConfig
-from medtl.domains import cka_profile
 from medtl.errors import TrackingError
-from medtl.metrics.classification import auc_score, predicted_labels
-from medtl.tracking import plots
+from medtl.experiment.results import ArmResult, Comparison
+from medtl.metrics.classification import auc_score
+from medtl.tracking.artifacts import Artifacts, arm_artifacts, comparison_start, comparison_summary
+from medtl.tracking.journal import ARM, LOGGED, MODEL_ID, ROLE, STRATEGY, RunJournal, arm_key, close_open_runs, existing_run, find_child
 from medtl.tracking.model_card import model_card
 from medtl.tracking.provenance import pip_requirements, provenance_tags
 from medtl.tracking.pyfunc import MedtlClassifier, log_classifier, model_meta
-from medtl.tracking.redact import redact_paths
 from medtl.tracking.registry import COMPARISON_TAG, Decision, promote, registered_for
 from medtl.tracking.store import connect, describe
 
 log = logging.getLogger("medtl.tracking")
 
-ROLE, STRATEGY, ARM = "medtl.role", "medtl.strategy", "medtl.arm"
-LOGGED = "medtl.logged"  # "complete" once everything of a child run is in the store
-MODEL_ID = "medtl.model_id"  # the LoggedModel of a child run, set once its upload finished
-JOURNAL = "mlflow.json"  # run ids of a comparison, in its local run folder
 MAX_PARAMS, MAX_METRICS = 100, 1000  # MLflow's per-call batch limits
 
 
@@ -60,45 +52,24 @@ MAX_PARAMS, MAX_METRICS = 100, 1000  # MLflow's per-call batch limits
 STORE_ERRORS = (MlflowException, OSError)
 
 
-def arm_key(strategy: str, seed: int) -> str:
-    return f"{strategy}-seed{seed}"
-
-
-def _close_open_runs(client: MlflowClient, state: dict[str, Any]) -> None:
-    """Finalizer: runs left open by an exception are marked FAILED (``--resume`` reopens them)."""
-    if state.get("monitor") is not None:
-        state["monitor"].finish()
-    if state["offline"]:
-        return
-    for run_id in list(state["open"]):
-        try:
-            client.set_terminated(run_id, "FAILED")
-        except Exception:  # noqa: BLE001 - best effort while the interpreter unwinds
-            return
-
-
 class MlflowTracker:
-    """Implements ``medtl.compare.Tracker`` on an MLflow store (sqlite by default, or a server)."""
+    """Implements ``medtl.experiment.run.Tracker`` on an MLflow store (sqlite by default, or a server)."""
 
     def __init__(self, uri: str | None = None, register: bool = True, system_metrics: bool = True) -> None:
         self.uri = connect(uri)  # a dead store is an error here, before any training
         self.client = MlflowClient(self.uri, registry_uri=self.uri)
         self.register = register
         self.system_metrics = system_metrics
-        self.folder: Path | None = None
-        self.experiment_id: str | None = None
-        self.parent_id: str | None = None
-        self.child_ids: dict[str, str] = {}
+        self.journal = RunJournal(self.uri)
         self.model_uris: dict[str, str] = {}
         self.decision: Decision | None = None
         self.failure: str | None = None
         self.tags: dict[str, str] = {}
         self._arm: str | None = None
         self._arm_done = False
-        self._resumed = False
         self._steps: set[int] = set()
         self._state: dict[str, Any] = {"offline": False, "open": set(), "monitor": None}
-        weakref.finalize(self, _close_open_runs, self.client, self._state)
+        weakref.finalize(self, close_open_runs, self.client, self._state)
 
     # -- failures: say it once, keep training, raise at the end -----------------------------------
     def _store(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -121,33 +92,21 @@ class MlflowTracker:
                                        f"checkpoints and metrics are on local disk in {self.folder}; once the store "
                                        "answers again, rerun the same comparison with --resume to log them")
 
-    # -- local journal of run ids -----------------------------------------------------------------
-    def _read_journal(self) -> dict[str, Any]:
-        path = None if self.folder is None else self.folder / JOURNAL
-        if path is None or not path.is_file():
-            return {}
-        journal = json.loads(path.read_text())
-        return journal if journal.get("tracking_uri") == self.uri else {}
+    @property
+    def folder(self) -> Path | None:
+        return self.journal.folder
 
-    def _write_journal(self) -> None:
-        if self.folder is None:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / (JOURNAL + ".tmp")
-        tmp.write_text(json.dumps({"tracking_uri": self.uri, "experiment_id": self.experiment_id,
-                                   "parent_run_id": self.parent_id, "children": self.child_ids}, indent=2))
-        tmp.replace(self.folder / JOURNAL)
+    @property
+    def parent_id(self) -> str | None:
+        return self.journal.parent_id
 
-    def _existing(self, run_id: str | None) -> Run | None:
-        if not run_id:
-            return None
-        try:
-            run = self.client.get_run(run_id)
-        except MlflowException as e:
-            if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-                return None
-            raise
-        return None if run.info.lifecycle_stage == "deleted" else run
+    @property
+    def child_ids(self) -> dict[str, str]:
+        return self.journal.child_ids
+
+    @property
+    def experiment_id(self) -> str | None:
+        return self.journal.experiment_id
 
     def _reopen(self, run: Run) -> None:
         if run.info.status != "RUNNING":
@@ -187,59 +146,37 @@ class MlflowTracker:
             monitor.finish()
 
     # -- the comparison (parent run) ------------------------------------------------------------
-    def start(self, comparison: Any) -> None:
-        self.folder = getattr(comparison, "folder", None)
+    def start(self, comparison: Comparison) -> None:
+        self.journal.folder = comparison.folder
         self.tags = provenance_tags(comparison)
-        self._store("the comparison run", self._start_parent, comparison, self._read_journal())
+        self._store("the comparison run", self._start_parent, comparison, self.journal.read())
         comparison.run_id = self.parent_id
 
-    def _start_parent(self, comparison: Any, journal: dict[str, Any]) -> None:
+    def _start_parent(self, comparison: Comparison, journalled: dict[str, Any]) -> None:
         from mlflow.tracking.context.registry import resolve_tags
 
-        cfg = comparison.config
-        parent = self._existing(journal.get("parent_run_id"))
+        cfg, journal = comparison.config, self.journal
+        parent = existing_run(self.client, journalled.get("parent_run_id"))
         if parent is None:
             exp = self.client.get_experiment_by_name(cfg.tracking.experiment)
-            self.experiment_id = exp.experiment_id if exp is not None else self.client.create_experiment(cfg.tracking.experiment)
+            journal.experiment_id = exp.experiment_id if exp is not None else self.client.create_experiment(cfg.tracking.experiment)
             tags = resolve_tags({ROLE: "comparison", **self.tags, "medtl.seed": str(cfg.train.seed),
                                  "medtl.seeds": ",".join(map(str, cfg.train.all_seeds))})
-            parent = self.client.create_run(self.experiment_id, run_name=cfg.name, tags=tags)
-            self.child_ids, self._resumed = {}, False
+            parent = self.client.create_run(journal.experiment_id, run_name=cfg.name, tags=tags)
+            journal.child_ids, journal.resumed = {}, False
         else:
-            self.experiment_id = parent.info.experiment_id
-            self.child_ids, self._resumed = dict(journal.get("children", {})), True
+            journal.experiment_id = parent.info.experiment_id
+            journal.child_ids, journal.resumed = dict(journalled.get("children", {})), True
             self.client.set_tag(parent.info.run_id, "medtl.resumed_with_commit", self.tags["medtl.git_commit"])
-        self.parent_id = parent.info.run_id
-        self._write_journal()
+        journal.parent_id = parent.info.run_id
+        journal.write()
         self._reopen(parent)
         spec = comparison.spec
         params = {**cfg.flat(), "input.size": spec.size, "input.mean": spec.mean, "input.std": spec.std,
                   "input.interpolation": spec.interpolation, "input.source": spec.source,
                   "data.classes": ",".join(comparison.data.classes)}
         self._missing_params(self.parent_id, params, parent.data.params)
-        self.client.log_text(self.parent_id, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), "config.yaml")
-        data = comparison.data
-        self.client.log_dict(self.parent_id, {
-            "classes": data.classes, "domains": data.domains(), "notes": data.notes,
-            "splits": {s: {"scans": len(v), "per_label": {c: sum(it["label"] == i for it in v) for i, c in enumerate(data.classes)},
-                           "per_domain": {d: sum(it["domain"] == d for it in v) for d in data.domains()}}
-                       for s, v in data.splits.items()}}, "data.json")
-        report = self._curation_report(comparison)
-        if report is not None:
-            self.client.log_text(self.parent_id, report, "curation/report.md")
-
-    @staticmethod
-    def _curation_report(comparison: Any) -> str | None:
-        """The curation report beside the manifest, with every file path and name redacted."""
-        manifest = comparison.config.data.manifest
-        if manifest is None or not (Path(manifest).parent / "report.md").is_file():
-            return None
-        folder = Path(manifest).parent
-        paths = [it["path"] for items in comparison.data.splits.values() for it in items]
-        for extra in ("quarantine.csv", "manifest.csv"):
-            if (folder / extra).is_file():
-                paths += pd.read_csv(folder / extra, dtype=str, keep_default_na=False).get("path", pd.Series(dtype=str)).tolist()
-        return redact_paths((folder / "report.md").read_text(), paths)
+        self._upload(self.parent_id, comparison_start(comparison))
 
     # -- one arm (child run) -----------------------------------------------------------------
     def start_arm(self, strategy: StrategyConfig, seed: int) -> None:
@@ -251,14 +188,14 @@ class MlflowTracker:
         from mlflow.tracking.context.registry import resolve_tags
 
         key = self._arm
-        run = self._existing(self.child_ids.get(key)) or self._find_child(key)
+        run = existing_run(self.client, self.child_ids.get(key)) or find_child(self.client, self.journal, key)
         resumed = run is not None
         if run is None:
             tags = resolve_tags({"mlflow.parentRunId": self.parent_id, STRATEGY: strategy.name, "medtl.kind": str(strategy.kind),
                                  ARM: key, "medtl.seed": str(seed), **self.tags})
             run = self.client.create_run(self.experiment_id, run_name=key, tags=tags)
             self.child_ids[key] = run.info.run_id
-            self._write_journal()
+            self.journal.write()
         elif run.data.tags.get(LOGGED) == "complete":
             self._arm_done = True
             self.model_uris[key] = f"models:/{run.data.tags[MODEL_ID]}"
@@ -267,13 +204,6 @@ class MlflowTracker:
         self._missing_params(run.info.run_id, {f"strategy.{k}": v for k, v in strategy.model_dump(mode="json").items()},
                              run.data.params)
         self._start_monitor(run.info.run_id, resumed)
-
-    def _find_child(self, key: str) -> Run | None:
-        """The arm's run under this parent, should the journal have missed it (killed right after creating it)."""
-        if not self._resumed:  # a parent created just now has no children yet
-            return None
-        runs = self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{self.parent_id}' and tags.`{ARM}` = '{key}'")
-        return runs[0] if runs else None
 
     def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         run_id = self.child_ids.get(self._arm or "")
@@ -284,7 +214,7 @@ class MlflowTracker:
         if self.failure is None:
             self._steps.add(int(epoch))
 
-    def end_arm(self, arm: Any, comparison: Any) -> None:
+    def end_arm(self, arm: ArmResult, comparison: Comparison) -> None:
         key = arm_key(arm.strategy, arm.seed)
         run_id = self.child_ids.get(key)
         try:
@@ -295,7 +225,7 @@ class MlflowTracker:
             self._stop_monitor()
             self._arm = None
 
-    def _log_arm(self, arm: Any, comparison: Any, run_id: str, key: str) -> None:
+    def _log_arm(self, arm: ArmResult, comparison: Comparison, run_id: str, key: str) -> None:
         c, data = self.client, comparison.data
         run = c.get_run(run_id)
         c.log_batch(run_id, tags=[RunTag("medtl.weights", arm.weights_id), RunTag("medtl.weights_sha256", arm.weights_sha256 or "random-init")])
@@ -305,28 +235,9 @@ class MlflowTracker:
         final = {("best_val_auc" if k == "val_auc" else k): v for k, v in arm.metrics.items()}
         final.update({"best_epoch": arm.fit.best_epoch, "train_seconds": arm.seconds})
         self._log_metrics(run_id, {k: v for k, v in final.items() if k not in run.data.metrics})
-        title = f"{arm.strategy} (seed {arm.seed})"
-        figures = {"plots/confusion_matrix.png": plots.confusion(arm.test_labels, arm.test_probs, data.classes, title),
-                   "plots/roc.png": plots.roc(arm.test_labels, arm.test_probs, data.classes, title),
-                   "plots/calibration.png": plots.calibration(arm.test_labels, arm.test_probs, title)}
-        if arm.fit.history:
-            figures["plots/learning_curves.png"] = plots.learning_curves(arm.fit.history, title)
-        if arm.shift is not None:  # the shift analysis of this run (its numbers are already in arm.metrics)
-            from medtl.domains import source_target
-
-            source, targets = source_target(comparison.config, data)
-            figures["plots/shift/embedding.png"] = plots.embedding(arm.shift.embedding, source, title)
-            figures["plots/shift/cka.png"] = plots.cka_profile({arm.strategy: arm.shift.cka})
-            figures["plots/shift/domains_auc.png"] = plots.domain_bars(arm.metrics, [*source, *targets], "auc", title)
-            if arm.shift.gradcam:
-                figures["plots/shift/gradcam.png"] = plots.gradcam_grid(arm.shift.gradcam, f"Grad-CAM, {title}")
-        for name, fig in figures.items():
-            c.log_figure(run_id, fig, name)
-        plt.close("all")
-        c.log_table(run_id, predictions_table(arm, data.classes), "predictions.json")
-        c.log_dict(run_id, {"history": arm.fit.history, "probe_history": None if arm.probe is None else arm.probe.history}, "history.json")
-        card = model_card(arm, comparison, self.tags, run_id)
-        c.log_text(run_id, card, "model_card.md")
+        files = arm_artifacts(arm, comparison, self.tags, run_id)
+        self._upload(run_id, files)
+        card = files.texts["model_card.md"]
         model_id = run.data.tags.get(MODEL_ID)
         if model_id is None:
             for partial in c.search_logged_models([self.experiment_id], filter_string=f"source_run_id = '{run_id}'"):
@@ -343,6 +254,18 @@ class MlflowTracker:
         c.set_terminated(run_id, "FINISHED")
         self._state["open"].discard(run_id)
 
+    def _upload(self, run_id: str, files: Artifacts) -> None:
+        """Every file of ``files`` to the run (each write replaces the same path: doing it again changes nothing)."""
+        for name, fig in files.figures.items():
+            self.client.log_figure(run_id, fig, name)
+        plt.close("all")
+        for name, text in files.texts.items():
+            self.client.log_text(run_id, text, name)
+        for name, tree in files.dicts.items():
+            self.client.log_dict(run_id, tree, name)
+        for name, table in files.tables.items():
+            self.client.log_table(run_id, table, name)
+
     def _catch_up_epochs(self, run_id: str, history: list[dict[str, float]], prefix: str) -> None:
         """Log the epochs the store lacks (all of them after an outage or a resumed arm), each once."""
         todo = [r for r in history if prefix or int(r["epoch"]) not in self._steps]
@@ -354,7 +277,7 @@ class MlflowTracker:
                 self._log_metrics(run_id, {f"{prefix}{k}": v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
 
     # -- the end: summary and registry ---------------------------------------------------------
-    def finish(self, comparison: Any) -> None:
+    def finish(self, comparison: Comparison) -> None:
         if self.parent_id is not None and self.failure is None:
             self._store("the comparison summary", self._log_summary, comparison)
             if self.register:
@@ -363,34 +286,26 @@ class MlflowTracker:
         if self.failure is not None:
             raise self._lost()
 
-    def _log_summary(self, comparison: Any) -> None:
+    def _log_summary(self, comparison: Comparison) -> None:
         c, run_id, best = self.client, self.parent_id, comparison.best
-        table = comparison.table()
-        c.log_figure(run_id, plots.comparison_chart(table), "plots/comparison.png")
-        plt.close("all")
-        c.log_text(run_id, markdown_table(table), "comparison.md")
+        assert run_id is not None and best is not None
+        self._upload(run_id, comparison_summary(comparison))
         if comparison.shift_extractor:  # measured here: the frozen ImageNet extractor, once per comparison
             self._log_metrics(run_id, comparison.shift_extractor)
-            c.log_text(run_id, markdown_table(comparison.shift_table()), "shift.md")
-            profiles = {a.strategy: cka_profile(a) for a in comparison.arms if a.seed == comparison.arms[0].seed}
-            c.log_figure(run_id, plots.cka_profile(profiles), "plots/shift/cka.png")
-            plt.close("all")
-        chosen = comparison.selection_table()
-        if not chosen.empty:  # which arm each label-free validator would pick, and how it ranks on the target
-            c.log_text(run_id, markdown_table(chosen), "selection.md")
-            c.log_batch(run_id, tags=[RunTag(f"medtl.select.{r.validator}", r.picks) for r in chosen.itertuples()])
-            logged = c.get_run(run_id).data.metrics  # a resumed comparison logs its summary again
-            self._log_metrics(run_id, {k: v for r in chosen.itertuples()
-                                       if (k := f"select.{r.validator}.rank") not in logged and (v := float(r.rank_on_target_auc))})
         weights = next((a.weights_sha256 for a in comparison.arms if a.weights_sha256), "random-init")
+        chosen = comparison.selection_table()  # label-free validators: the arm each picks, its rank on the target
         c.log_batch(run_id, tags=[RunTag("medtl.best_strategy", best.strategy), RunTag("medtl.best_seed", str(best.seed)),
-                                  RunTag("medtl.weights_sha256", weights)])
+                                  RunTag("medtl.weights_sha256", weights),
+                                  *(RunTag(f"medtl.select.{r.validator}", r.picks) for r in chosen.itertuples())])
         have = c.get_run(run_id).data.metrics
+        self._log_metrics(run_id, {k: float(r.rank_on_target_auc) for r in chosen.itertuples()
+                                   if (k := f"select.{r.validator}.rank") not in have})
         self._log_metrics(run_id, {k: v for k, v in {"best_val_auc": best.val_auc, "best_test_auc": best.metrics["test_auc"],
                                                      "best_test_acc": best.metrics["test_acc"]}.items() if k not in have})
 
-    def _register(self, comparison: Any) -> None:
+    def _register(self, comparison: Comparison) -> None:
         cfg, best = comparison.config, comparison.best
+        assert best is not None
         name = cfg.tracking.model_name
         key = arm_key(best.strategy, best.seed)
         mv = registered_for(self.client, name, self.parent_id or "")
@@ -423,30 +338,6 @@ class MlflowTracker:
     def _close_parent(self) -> None:
         self.client.set_terminated(self.parent_id, "FINISHED")
         self._state["open"].discard(self.parent_id)
-
-
-def predictions_table(arm: Any, classes: list[str]) -> pd.DataFrame:
-    """One row per test scan: domain, hashed patient, true and predicted class, probabilities. No path."""
-    preds = arm.test_items[["domain", "patient"]].copy().reset_index(drop=True)
-    preds["label"] = [classes[int(i)] for i in arm.test_labels]
-    preds["predicted"] = [classes[int(i)] for i in predicted_labels(arm.test_probs)]
-    for i, c in enumerate(classes):
-        preds[f"p_{c}"] = arm.test_probs[:, i]
-    return preds
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    def fmt(v: Any) -> str:
-        if isinstance(v, tuple):
-            return f"[{v[0]:.3f}, {v[1]:.3f}]"
-        if isinstance(v, float):
-            return f"{v:.3f}"
-        return str(v)
-
-    cols = list(table.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines) + "\n"
 
 
 def load_classifier(uri: str) -> MedtlClassifier:

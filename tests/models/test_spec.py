@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from medtl.compare import ArmResult, compare
+from medtl.experiment.results import ArmResult
+from medtl.experiment.run import compare
 from medtl.config import PreprocessConfig, load_config
 from medtl.models.registry import InputSpec, get_backbone, input_spec, list_backbones
 from medtl.models.transfer import create_model

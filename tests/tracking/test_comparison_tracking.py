@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from medtl import api
 from medtl.privacy import is_hashed
-from tests.conftest import tiny_config
+from tests.conftest import artifact_files, tiny_config
 
 PROVENANCE = ("medtl.version", "medtl.git_commit", "medtl.manifest_sha256", "medtl.data_fingerprint", "medtl.seed")
 
@@ -71,23 +71,16 @@ def test_parent_and_children_carry_provenance_and_metrics(tracked, identified_da
     assert client.get_metric_history(children["frozen"].info.run_id, "unfrozen_groups")[0].value == 0.0
 
 
-def _files(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
-    out = set()
-    for f in client.list_artifacts(run_id, path):
-        out |= _files(client, run_id, f.path) if f.is_dir else {f.path}
-    return out
-
-
 def test_artifacts_a_person_would_look_at(tracked) -> None:
     comp, uri, client, parent, children, _ = tracked
     assert {"config.yaml", "data.json", "curation/report.md", "plots/comparison.png", "comparison.md",
-            "registry_decision.json"} <= _files(client, parent.info.run_id)
+            "registry_decision.json"} <= artifact_files(client, parent.info.run_id)
     local = Path(mlflow.artifacts.download_artifacts(run_id=parent.info.run_id, tracking_uri=uri))
     summary = (local / "comparison.md").read_text()
     assert "| strategy |" in summary and "frozen" in summary and "full" in summary
     assert "file-" in (local / "curation" / "report.md").read_text(), "the quarantined file is named by a token"
     for name, r in children.items():
-        files = _files(client, r.info.run_id)
+        files = artifact_files(client, r.info.run_id)
         assert {"plots/learning_curves.png", "plots/confusion_matrix.png", "plots/roc.png", "plots/calibration.png",
                 "predictions.json", "history.json", "model_card.md"} <= files, name
         run_dir = Path(mlflow.artifacts.download_artifacts(run_id=r.info.run_id, tracking_uri=uri))

@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from medtl import api
-from medtl.compare import compare, run_folder
+from medtl.experiment.run import compare, run_folder
 from medtl.config import load_config
 from medtl.errors import TrackingError
 from medtl.tracking.tracker import MlflowTracker

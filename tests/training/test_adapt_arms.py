@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from medtl.compare import ArmResult, compare
+from medtl.experiment.results import ArmResult
+from medtl.experiment.run import compare
 from medtl.config import load_config
 from medtl.errors import ConfigError
 from tests.conftest import tiny_config
@@ -84,7 +85,7 @@ def test_permuted_target_labels_give_bit_identical_models_and_the_same_selection
             assert {k: v for k, v in a.metrics.items() if k.startswith("select.")} == \
                    {k: v for k, v in b.metrics.items() if k.startswith("select.")}
     adapting = lambda c: [a for a in c.arms if a.kind != "few-shot"]  # noqa: E731
-    from medtl.selection import selection_table
+    from medtl.experiment.selection import selection_table
 
     assert selection_table(adapting(plain))["picks"].tolist() == selection_table(adapting(flipped))["picks"].tolist()
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from medtl.compare import ArmResult, compare
+from medtl.experiment.results import ArmResult
+from medtl.experiment.run import compare
 from medtl.config import load_config
 from medtl.data.datasets import image_dataset, loader
 from medtl.data.transforms import scan_transforms

@@ -1,8 +1,10 @@
 """A finished arm is kept on local disk and reloaded by --resume, bit for bit."""
 
 import numpy as np
+import pandas as pd
 
-from medtl.compare import compare
+from medtl.experiment.results import Comparison
+from medtl.experiment.run import compare
 from medtl.config import load_config
 from tests.conftest import tiny_config
 
@@ -19,3 +21,6 @@ def test_resume_reloads_finished_arms(marker_data, tmp_path, monkeypatch) -> Non
         for k, v in a.model.state_dict().items():
             assert (v == b.model.state_dict()[k]).all()
     assert again.best.strategy == first.best.strategy
+    loaded = Comparison.load(first.folder)  # the whole comparison back from its run folder, nothing trained
+    pd.testing.assert_frame_equal(loaded.table(), first.table())
+    assert (loaded.best.strategy, loaded.best.seed) == (first.best.strategy, first.best.seed) and loaded.spec == first.spec

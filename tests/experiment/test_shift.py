@@ -4,14 +4,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from medtl import api
-from tests.conftest import tiny_config
-
-
-def _files(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
-    out = set()
-    for f in client.list_artifacts(run_id, path):
-        out |= _files(client, run_id, f.path) if f.is_dir else {f.path}
-    return out
+from tests.conftest import artifact_files, tiny_config
 
 
 def test_comparison_with_source_and_target_logs_shift(marker_data, mlflow_uri) -> None:
@@ -26,7 +19,7 @@ def test_comparison_with_source_and_target_logs_shift(marker_data, mlflow_uri) -
     parent = client.get_run(comp.run_id)
     for k in ("shift.mmd", "shift.coral", "shift.frechet", "shift.proxy_a_distance", "shift.mmd.scanner_b"):
         assert k in parent.data.metrics, k  # the frozen ImageNet extractor's distances
-    assert {"shift.md", "plots/shift/cka.png"} <= _files(client, comp.run_id)
+    assert {"shift.md", "plots/shift/cka.png"} <= artifact_files(client, comp.run_id)
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{comp.run_id}'")
     assert len(children) == 2
     for r in children:
@@ -48,7 +41,7 @@ def test_comparison_with_source_and_target_logs_shift(marker_data, mlflow_uri) -
         else:
             assert all(0.0 <= v <= 1.0 + 1e-9 for v in cka.values()) and min(cka.values()) < 0.9999
         assert {"plots/shift/embedding.png", "plots/shift/cka.png", "plots/shift/domains_auc.png",
-                "plots/shift/gradcam.png"} <= _files(client, r.info.run_id)
+                "plots/shift/gradcam.png"} <= artifact_files(client, r.info.run_id)
     assert len(comp.data.splits["target"]) > 0 and all(it["label"] == -1 for it in comp.data.splits["target"])
     chosen = comp.selection_table()
     assert list(chosen["validator"]) == ["source_val", "snd", "entropy", "dev"]
@@ -56,7 +49,7 @@ def test_comparison_with_source_and_target_logs_shift(marker_data, mlflow_uri) -
     for r in chosen.itertuples():
         assert parent.data.tags[f"medtl.select.{r.validator}"] == r.picks
         assert parent.data.metrics[f"select.{r.validator}.rank"] == r.rank_on_target_auc
-    assert "selection.md" in _files(client, comp.run_id)
+    assert "selection.md" in artifact_files(client, comp.run_id)
     table = comp.shift_table()
     assert list(table["strategy"]) == ["frozen", "frozen+adabn", "frozen+tent", "full", "full+adabn", "full+tent"]
     cka_cols = [c for c in table.columns if c.startswith("cka.")]

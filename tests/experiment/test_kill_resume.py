@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import yaml
 
-from medtl.compare import ArmResult
+from medtl.experiment.results import ArmResult
 
 EPOCHS = 8
 

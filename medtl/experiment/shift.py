@@ -1,4 +1,4 @@
-"""Domain shift of one comparison: per-domain results, feature distances, CKA, AdaBN, Grad-CAM.
+"""The shift analysis of a comparison: per-domain results, feature distances, CKA, AdaBN, Grad-CAM.
 
 Source domains are ``data.source_domains`` (else every domain of the training split); targets are
 ``data.target_domains`` (else every other domain of the test split). Training and model selection
@@ -32,6 +32,7 @@ import torch
 from torch.utils.data import Subset
 
 from medtl.data.corruptions import parse_domain
+from medtl.experiment.shared import SharedData
 from medtl.metrics.classification import classification_metrics
 from medtl.metrics.robustness import robustness
 from medtl.metrics.shift import linear_cka, shift_metrics
@@ -42,7 +43,6 @@ from medtl.training.loop import predict_probs
 from medtl.training.tent import tent
 
 SHIFT_NAMES = ("mmd", "mmd_p", "coral", "frechet", "proxy_a_distance")
-TEST_TIME = ("adabn", "tent")  # test-time methods, as metric prefixes and `<arm>+<method>` lines
 
 
 def source_target(cfg: Any, data: Any) -> tuple[list[str], list[str]]:
@@ -66,7 +66,7 @@ class ShiftReport:
 class ShiftProbe:
     """The images every model is measured on, and the frozen extractor's features of them (built once)."""
 
-    def __init__(self, shared: Any, seed: int) -> None:
+    def __init__(self, shared: SharedData, seed: int) -> None:
         cfg, data = shared.cfg, shared.data
         self.shared = shared
         self.source, self.targets = source_target(cfg, data)
@@ -211,37 +211,3 @@ class ShiftProbe:
             img = x[0, 0].detach().numpy() * spec.std[0] + spec.mean[0]
             out.append((img, heat, f"{self.domains[i]} (label {self.labels[i]})"))
         return out
-
-
-def cka_profile(arm: Any) -> dict[str, float]:
-    """An arm's ``cka.<group>`` metrics in the backbone's layer order (stem first), not alphabetical."""
-    order = arm.model.backbone.group_names
-    return {g: float(arm.metrics[f"cka.{g}"]) for g in order if f"cka.{g}" in arm.metrics}
-
-
-def shift_table(arms: list[Any]) -> pd.DataFrame:
-    """One row per strategy (and per strategy with each test-time method: AdaBN, TENT): source and target AUC/ACC with intervals, drop, BE, rBE,
-    feature distances and the CKA profile. Means over seeds."""
-    rows = []
-    for name in dict.fromkeys(a.strategy for a in arms):
-        group = [a for a in arms if a.strategy == name]
-        for prefix, label in (("", name), *((f"{m}.", f"{name}+{m}") for m in TEST_TIME)):
-            if f"{prefix}target.test_auc" not in group[0].metrics:
-                continue
-            m = lambda k: float(np.mean([a.metrics.get(k, np.nan) for a in group]))  # noqa: E731
-            row: dict[str, Any] = {"strategy": label}
-            for side in ("source", "target"):
-                for met in ("auc", "acc"):
-                    key = f"{prefix}{side}.test_{met}"
-                    row[f"{side}_{met}"] = m(key)
-                    row[f"{side}_{met}_ci"] = (m(f"{key}_ci_low"), m(f"{key}_ci_high"))
-            row["drop_auc"] = m(f"{prefix}drop.test_auc")
-            row["drop_acc"] = m(f"{prefix}drop.test_acc")
-            row["be"] = m(f"{prefix}shift.be")
-            row["rbe"] = m(f"{prefix}shift.rbe")
-            for k in ("mmd", "coral", "frechet", "proxy_a_distance"):
-                row[k] = m(f"shift.{k}") if not prefix else float("nan")
-            for g in cka_profile(group[0]):  # one column per layer group, in the backbone's order
-                row[f"cka.{g}"] = m(f"cka.{g}") if not prefix else float("nan")
-            rows.append(row)
-    return pd.DataFrame(rows)

@@ -1,0 +1,144 @@
+"""The run of a comparison: every strategy of a config on the same data, splits and seeds, tracked.
+
+compare(config) = for each seed and strategy: build the backbone, let the strategy of its kind
+train it (``medtl.training.strategies``), evaluate overall and per domain, analyse the shift, hand
+the result to the tracker. It never asks which kind an arm is. Datasets, their caches
+and the frozen backbone's features are built once and shared by all arms. Each finished arm is
+kept on local disk (``.medtl/runs/<config hash>/<arm>/``), so ``resume=True`` skips what is done
+and continues an interrupted arm from its last epoch.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+
+from medtl.config import ExperimentConfig, StrategyConfig
+from medtl.data.datasets import DataBundle, load_data
+from medtl.errors import ConfigError
+from medtl.experiment.selection import SelectionProbe
+from medtl.experiment.results import ArmResult, Comparison, pick_best
+from medtl.experiment.shared import SharedData
+from medtl.experiment.shift import ShiftProbe
+from medtl.hashing import json_sha256
+from medtl.metrics.summary import summarize
+from medtl.models.registry import input_spec
+from medtl.models.transfer import build_backbone
+from medtl.training.distributed import DistContext, barrier, process_group
+from medtl.training.loop import resolve_device, rng_restored, seed_everything
+from medtl.training.strategies import Arm, strategy_for
+
+
+class Tracker(Protocol):
+    """What the comparison tells its tracker; ``medtl.tracking`` implements it for MLflow."""
+
+    def start(self, comparison: Comparison) -> None: ...
+    def start_arm(self, strategy: StrategyConfig, seed: int) -> None: ...
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
+    def end_arm(self, arm: ArmResult, comparison: Comparison) -> None: ...
+    def finish(self, comparison: Comparison) -> None: ...
+
+
+class NullTracker:
+    def start(self, comparison: Comparison) -> None: ...
+    def start_arm(self, strategy: StrategyConfig, seed: int) -> None: ...
+    def log_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
+    def end_arm(self, arm: ArmResult, comparison: Comparison) -> None: ...
+    def finish(self, comparison: Comparison) -> None: ...
+
+
+def check_target_data(cfg: ExperimentConfig, data: DataBundle) -> None:
+    """Arms that learn from the target site need its training scans: say so before any work."""
+    for s in cfg.strategies:
+        if strategy_for(s).uses_target and not data.splits.get("target"):
+            raise ConfigError(f"strategies.{s.name}", f"{s.kind} needs the target site's training scans, and there are none: "
+                              "set data.source_domains (a manifest's other domains' train rows become the target) or "
+                              "data.corruptions.train_per_domain (MedMNIST-C)")
+
+
+def run_folder(cfg: ExperimentConfig, root: Path | None = None) -> Path:
+    """Where a config's checkpoints live: one folder per config (its hash), so --resume finds it."""
+    key = json_sha256(cfg.model_dump(mode="json", exclude={"tracking"}))[:16]
+    return Path(root or Path.cwd() / ".medtl" / "runs") / f"{cfg.name}-{key}"
+
+
+def run_arm(s: StrategyConfig, seed: int, shared: SharedData, tracker: Tracker, folder: Path, shift: ShiftProbe | None = None,
+            select: SelectionProbe | None = None) -> ArmResult:
+    """Train and evaluate one arm; a finished arm found on disk (``--resume``) is loaded, not retrained."""
+    if (folder / ArmResult.RESULT).is_file():
+        return ArmResult.load(folder)
+    cfg, data = shared.cfg, shared.data
+    k = len(data.classes)
+    start = time.perf_counter()
+    strategy = strategy_for(s)
+    seed_everything(seed)  # a scratch backbone's random init is drawn here
+    built = build_backbone(cfg.backbone.name, pretrained=(strategy.pretrained and cfg.backbone.weights == "imagenet"),
+                           spec=shared.spec)
+    opts = shared.fit_options(seed, s.name)
+    trained = strategy.train(Arm(shared, cfg.train, built, k, seed, opts, folder, tracker.log_epoch))
+    model, result, probs, labels, sweep = trained.model, trained.fit, trained.probs, trained.labels, trained.sweep
+    model.cpu().eval()
+    build = {"backbone": model.backbone.name, "num_classes": k, "head": trained.head, "layer": model.layer,
+             "spec": model.spec.as_dict()}
+    items = pd.DataFrame([{"path": it["path"], "domain": it["domain"], "patient": it["patient"]} for it in data.splits["test"]])
+    metrics = summarize(labels, probs, items["domain"].tolist(), items["patient"].tolist(), "test", cfg.train.bootstrap, seed)
+    metrics["val_auc"] = result.best_val_auc
+    for g, row in (sweep or {}).items():
+        metrics[f"sweep.val_auc.{g}"] = row["val_auc"]
+    arm = ArmResult(s.name, str(s.kind), seed, model, result, result.best_val_auc, metrics, probs, labels, items,
+                    built.weights_id, built.weights_sha256, time.perf_counter() - start, trained.probe, folder, build, sweep)
+    if shift is not None and shift.active:
+        arm.shift = shift.analyse(arm, seed)
+        arm.metrics.update(arm.shift.metrics)
+    if select is not None:
+        arm.metrics.update(select.score(arm))  # label-free validators (select.<validator>)
+    if shared.ctx.is_main:
+        arm.save(folder)
+    return arm
+
+
+def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool = False, workdir: Path | None = None) -> Comparison:
+    """Run every strategy of ``cfg``; the best (mean validation AUC) is marked for registration.
+
+    Under ``torchrun`` every rank runs this: fine-tuning arms train data-parallel (DDP), frozen heads
+    are trained alike on every rank, and only rank 0 tracks (other ranks get no tracker) and writes.
+    """
+    ctx = DistContext.from_env()
+    tracker = tracker if tracker is not None and ctx.is_main else NullTracker()
+    device = ctx.device(cfg.train.device) if ctx.active else resolve_device(cfg.train.device)
+    data = load_data(cfg.data, cfg.train.seed)
+    check_target_data(cfg, data)
+    spec = input_spec(cfg.backbone.name, cfg.preprocess.size)  # made once; every model built here carries it
+    folder = run_folder(cfg, workdir)
+    with process_group(ctx, device), rng_restored(device):  # arms seed the global generators; the caller's come back
+        if ctx.is_main:
+            if not resume and folder.exists():
+                shutil.rmtree(folder)
+            folder.mkdir(parents=True, exist_ok=True)
+        barrier(ctx)  # nobody looks for finished arms before rank 0 has cleared the folder
+        comparison = Comparison(cfg, data, spec, folder=folder)
+        shared = SharedData(cfg, data, spec, folder, device, ctx)
+        shift = ShiftProbe(shared, cfg.train.seed)
+        select = SelectionProbe(shared, cfg.train.seed)
+        if shift.active:  # the frozen ImageNet extractor, measured once on the same images as every arm
+            seed_everything(cfg.train.seed)
+            shift.prepare(build_backbone(cfg.backbone.name, pretrained=cfg.backbone.weights == "imagenet", spec=spec))
+            comparison.shift_extractor = shift.extractor_metrics
+        tracker.start(comparison)
+        for seed in cfg.train.all_seeds:
+            for s in cfg.strategies:
+                tracker.start_arm(s, seed)
+                arm = run_arm(s, seed, shared, tracker, folder / f"{s.name}-seed{seed}", shift, select)
+                comparison.arms.append(arm)
+                tracker.end_arm(arm, comparison)
+        comparison.best = pick_best(comparison.arms)
+        if ctx.is_main:
+            comparison.save()
+        tracker.finish(comparison)
+        if ctx.is_main and comparison.registry:
+            comparison.save()  # with the registry's decision
+    return comparison
