@@ -28,6 +28,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_frozen_cache.py
 	$(BIN)/python benchmarks/bench_speed.py
 	$(BIN)/python benchmarks/bench_memory.py
+	$(BIN)/python benchmarks/bench_demo.py
 	$(BIN)/python benchmarks/bench_accuracy.py --cli --datasets breastmnist --seeds 3
 	$(BIN)/python benchmarks/bench_accuracy.py --cli --datasets organamnist
 

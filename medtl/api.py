@@ -17,7 +17,7 @@ import pandas as pd
 from medtl.config import ExperimentConfig, PreprocessConfig, load_config
 
 __all__ = ["compare", "curate", "demo", "evaluate", "import_medmnist", "input_spec", "inspect_scan", "is_main_process",
-           "load_model", "load_scan", "predict", "preview", "results"]
+           "load_model", "load_scan", "predict", "preview", "resolve_config", "results"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -163,13 +163,37 @@ def compare(config: str | Path | dict | ExperimentConfig, overrides: list[str] |
     """
     from medtl.experiment.run import NullTracker, compare as _compare
 
-    cfg = config if isinstance(config, ExperimentConfig) else load_config(config, overrides)
+    cfg = resolve_config(config, overrides)
+    if track and is_main_process():
+        _say_tracking_defaults(config, cfg)
     tracker: Any = NullTracker()
     if track and is_main_process():
         from medtl.tracking.tracker import MlflowTracker
 
         tracker = MlflowTracker(tracking_uri, register=cfg.tracking.register_best, system_metrics=cfg.tracking.system_metrics)
     return _compare(cfg, tracker, resume=resume)
+
+
+def resolve_config(config: str | Path | dict | ExperimentConfig, overrides: list[str] | None = None) -> ExperimentConfig:
+    """The config a comparison would run: validated, overrides applied, paths resolved, epochs scaled
+    (what ``medtl compare --dry-run`` prints). Overrides that no arm uses are warned about."""
+    if isinstance(config, ExperimentConfig):
+        return config
+    return load_config(config, overrides)
+
+
+def _say_tracking_defaults(config: Any, cfg: ExperimentConfig) -> None:
+    """A config dict without ``tracking:`` logs into the shared default experiment and may move the default
+    model's ``champion`` alias: say which names were used, so runs are found and not mixed up unseen."""
+    import warnings
+
+    from medtl.errors import MedtlWarning
+
+    if isinstance(config, dict) and "tracking" not in config:
+        t = cfg.tracking
+        warnings.warn(f"no tracking section: runs go to MLflow experiment '{t.experiment}'"
+                      + (f" and the best model is registered as '{t.model_name}'" if t.register_best else "")
+                      + " (defaults; set tracking: {experiment: ..., model_name: ...} to choose)", MedtlWarning, stacklevel=3)
 
 
 @_quiet
@@ -207,7 +231,10 @@ def predict(uri: str, paths: list[str | Path], tracking_uri: str | None = None) 
 @_quiet
 def evaluate(uri: str, manifest: str | Path, split: str | None = None, bootstrap: int = 1000, seed: int = 0,
              tracking_uri: str | None = None):  # noqa: ANN201
-    """A model on a manifest: metrics overall and per domain with 95% bootstrap intervals (``Evaluation``)."""
+    """A model on a manifest: metrics overall and per domain with 95% bootstrap intervals (``Evaluation``).
+
+    ``split``: which rows; default the test split when the manifest has a split column (else every row),
+    ``"all"`` for every row. Scoring training rows warns: they flatter the model."""
     from medtl.evaluate import evaluate as _evaluate
 
     return _evaluate(load_model(uri, tracking_uri), manifest, split=split, n_boot=bootstrap, seed=seed, model_uri=uri)
@@ -216,7 +243,8 @@ def evaluate(uri: str, manifest: str | Path, split: str | None = None, bootstrap
 @_quiet
 def results(run_id: str | None = None, experiment: str | None = None, per_arm: bool = False,
             tracking_uri: str | None = None) -> pd.DataFrame:
-    """A comparison's results read back from MLflow (the latest one unless ``run_id`` names its parent run).
+    """A comparison's results read back from MLflow (the latest that finished unless ``run_id`` names its
+    parent run; newer failed or running ones are skipped with a warning that names them).
 
     ``per_arm=False``: one row per strategy, as ``medtl compare`` printed it (means over seeds, 95% CIs).
     ``per_arm=True``: one row per child run (strategy x seed) with its run id, status and model URI.
@@ -231,7 +259,7 @@ def results(run_id: str | None = None, experiment: str | None = None, per_arm: b
     parent = find_comparison(client, run_id, experiment)
     df = arms_table(client, parent) if per_arm else comparison_table(client, parent)
     tags = parent.data.tags
-    df.attrs.update({"run_id": parent.info.run_id, "experiment_id": parent.info.experiment_id,
+    df.attrs.update({"run_id": parent.info.run_id, "experiment_id": parent.info.experiment_id, "status": parent.info.status,
                      "best_strategy": tags.get("medtl.best_strategy"),
                      "registry": {k.removeprefix("medtl.registry."): v for k, v in tags.items() if k.startswith("medtl.registry.")}})
     return df

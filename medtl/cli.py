@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import traceback
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,43 @@ from medtl import __version__
 
 
 class _Parser(argparse.ArgumentParser):
+    """One-line usage errors (exit 2); an example under every command's help; ``more_help`` adds text
+    computed only when help is shown (backbones, config keys), so a plain run imports nothing for it."""
+
+    def __init__(self, *args: Any, more_help: Any = None, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        if kwargs.get("description"):  # raw epilogs keep their layout; the prose description is wrapped here
+            kwargs["description"] = textwrap.fill(kwargs["description"], 100)
+        super().__init__(*args, **kwargs)
+        self._more_help = more_help
+
+    def format_help(self) -> str:
+        if self._more_help is not None:
+            self.epilog = "\n\n".join(t for t in (self._more_help(), self.epilog) if t)
+            self._more_help = None
+        return super().format_help()
+
     def error(self, message: str) -> None:  # one line, exit 2
         sys.stderr.write(f"medtl: error: {message}\n")
         raise SystemExit(2)
+
+
+def _show_warnings() -> None:
+    """medtl's own warnings as ``medtl: warning: ...`` lines on stderr, every time they occur."""
+    import warnings
+
+    from medtl.errors import MedtlWarning
+
+    plain = warnings.showwarning
+
+    def show(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if issubclass(category, MedtlWarning):
+            sys.stderr.write(f"medtl: warning: {message}\n")
+        else:
+            plain(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    warnings.simplefilter("always", MedtlWarning)
 
 
 def _fmt(v: Any) -> str:
@@ -102,15 +137,24 @@ def print_comparison(comp: Any, title: str) -> None:
                             "(rank: where it stands on the true target AUC, 1 = best)")
 
 
+# -- demo -----------------------------------------------------------------------------------------
 def cmd_demo(a: argparse.Namespace) -> int:
+    import shlex
+
     from medtl import api
+    from medtl.demo import example_scans
+    from medtl.tracking.results import outcome_lines, venv_command
+    from medtl.tracking.store import tracking_uri
 
     comp = api.demo(a.out)
     print_comparison(comp, "medtl demo: frozen vs fine-tuned (test set, 95% bootstrap CI)")
+    lines = outcome_lines(comp, tracking_uri())
     reg = comp.registry
-    if reg:
-        print(f"registered {reg['name']} v{reg['version']} as '{reg['alias']}' ({reg['reason']})")
-        print(f"try: medtl predict models:/{reg['name']}@champion {Path(a.out) / 'data' / 'scanner_a'}/<file>.dcm")
+    if reg:  # a command that works as printed: this environment's medtl, files that exist
+        scans = " ".join(shlex.quote(str(p)) for p in example_scans(a.out))
+        lines = [ln for ln in lines if not ln.startswith("use it:")]
+        lines.append(f"try: {venv_command('medtl')} predict models:/{reg['name']}@{reg['alias']} {scans}")
+    print("\n".join(lines))
     print(comp.run_id)
     return 0
 
@@ -180,10 +224,11 @@ def cmd_inspect(a: argparse.Namespace) -> int:
         except MedtlError as e:
             failed += 1
             sys.stderr.write(f"medtl: error: {e}\n")
+            results.append({"path": str(p), "error": e.problem})  # --json keeps one object per path, in order
     if a.json:
-        print(json.dumps(results if len(a.paths) > 1 else (results[0] if results else {}), indent=2, default=str))
-    else:
-        print("\n".join(_inspect_text(r) for r in results))
+        print(json.dumps(results if len(a.paths) > 1 else results[0], indent=2, default=str))
+    elif good := [r for r in results if "error" not in r]:  # nothing read: the errors alone, no blank line first
+        print("\n".join(_inspect_text(r) for r in good))
     return 1 if failed else 0
 
 
@@ -218,17 +263,50 @@ def cmd_import_medmnist(a: argparse.Namespace) -> int:
     return 0
 
 
+# -- compare --------------------------------------------------------------------------------------
+QUICK = "train.epochs_scale=0.2"
+
+
+def _dry_run(cfg: Any) -> int:
+    import yaml
+
+    from medtl.config import plan_arms
+
+    print(f"# {cfg.name}: resolved config (relative paths resolved against the config file's folder)")
+    print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False).rstrip())
+    arms = plan_arms(cfg)
+    print(f"\n# {len(arms)} arm(s) it would run (nothing was trained):")
+    for arm in arms:
+        extra = ", ".join(f"{k} {v}" for k, v in arm["settings"].items())
+        print(f"{arm['arm']}: kind {arm['kind']}, {arm['epochs']} epoch(s)" + (f", {extra}" if extra else ""))
+    print(f"# tracked in experiment '{cfg.tracking.experiment}'"
+          + (f"; the best is registered as '{cfg.tracking.model_name}'" if cfg.tracking.register_best else ""))
+    return 0
+
+
 def cmd_compare(a: argparse.Namespace) -> int:
     from medtl import api
 
-    comp = api.compare(a.config, a.set, resume=a.resume)
+    overrides = ([QUICK] if a.quick else []) + a.set  # an explicit --set train.epochs_scale wins
+    if a.dry_run:  # before importing torch and MLflow: a dry run answers in seconds
+        return _dry_run(api.resolve_config(a.config, overrides))
+    from medtl.tracking.results import outcome_lines
+    from medtl.tracking.store import tracking_uri
+
+    comp = api.compare(a.config, overrides, resume=a.resume)
     if comp.run_id is None and not api.is_main_process():
         return 0  # under torchrun, rank 0 prints (and tracks) for the job
     print_comparison(comp, f"{comp.config.name}: test set, 95% bootstrap CI")
-    if comp.registry:
-        r = comp.registry
-        print(f"registered {r['name']} v{r['version']} as '{r['alias']}' ({r['reason']})")
+    print("\n".join(outcome_lines(comp, tracking_uri())))
     print(comp.run_id)
+    return 0
+
+
+# -- config ---------------------------------------------------------------------------------------
+def cmd_config(a: argparse.Namespace) -> int:
+    from medtl.config_reference import reference_markdown
+
+    sys.stdout.write(reference_markdown())
     return 0
 
 
@@ -263,78 +341,145 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
         print(json.dumps(ev.as_dict(), indent=2))
     else:
         n = ev.as_dict()["overall"]["n"]
-        print_table(ev.table(), f"{a.model_uri} on {n} scans{f' ({a.split} split)' if a.split else ''}: 95% bootstrap CI")
+        print_table(ev.table(), f"{a.model_uri} on {n} scans ({ev.rows_scored}): 95% bootstrap CI")
+        shift = ev.shift_table()
+        if len(shift):
+            print_table(shift, f"domain shift from '{ev.shift['reference']}' (the largest domain), on the model's features")
     return _report_errors([(s["path"], s["error"]) for s in ev.skipped])
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="medtl", description="Transfer learning and domain adaptation for medical images.")
-    p.add_argument("--version", action="version", version=f"medtl {__version__}")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+# -- the parser: one block per command ------------------------------------------------------------
+def _preprocess_help() -> str:
+    from medtl.config_reference import section_keys
 
-    d = sub.add_parser("demo", help="offline end-to-end demo: synthetic DICOM/NIfTI, frozen vs fine-tuned, MLflow")
-    d.add_argument("--out", default="medtl-demo", help="folder for the demo's data (default: medtl-demo)")
+    keys = section_keys("preprocess")
+    width = max(len(k.key) for k in keys) - len("preprocess.")
+    rows = [f"  {k.key.removeprefix('preprocess.'):<{width}}  {k.meaning} (default {k.default})" for k in keys]
+    return "--preprocess keys (medtl config --reference has every config key):\n" + "\n".join(rows)
+
+
+def _compare_help() -> str:
+    from medtl.config_reference import strategy_kinds
+    from medtl.models.registry import get_backbone, list_backbones
+
+    kinds = strategy_kinds()
+    lines = ["strategy kinds (each also takes epochs and lr; `medtl config --reference` says what every key means):"]
+    lines += [f"  {k:<12} {', '.join(v) if v else '(no settings of its own)'}" for k, v in kinds.items()]
+    lines += ["", "backbones (backbone.name):"]
+    lines += [f"  {n:<20} {get_backbone(n).description}" for n in list_backbones()]
+    return "\n".join(lines)
+
+
+def _example(*lines: str) -> str:
+    return "example:\n" + "\n".join(f"  {ln}" for ln in lines)
+
+
+MODEL_URI_HELP = "any MLflow model URI: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model, models:/MODEL_ID"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="medtl", description="Transfer learning and domain adaptation for medical images.",
+                epilog="Start with `medtl demo`; `medtl COMMAND --help` shows each command with an example.")
+    p.add_argument("--version", action="version", version=f"medtl {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="offline end-to-end demo: synthetic DICOM/NIfTI, frozen vs fine-tuned, MLflow",
+                       description="Writes a small marker dataset of real DICOM and NIfTI files, curates it, compares a "
+                                   "head on frozen ImageNet features with full fine-tuning, tracks both in MLflow "
+                                   "(sqlite:///mlflow.db here unless MLFLOW_TRACKING_URI is set) and registers the better.",
+                       epilog=_example("medtl demo --out medtl-demo"))
+    d.add_argument("--out", default="medtl-demo", help="folder for the demo's data and config (default: medtl-demo)")
     d.set_defaults(func=cmd_demo)
 
-    pp_help = "a preprocess setting, e.g. window=lung or slice_rule=2.5d (repeatable)"
-    i = sub.add_parser("inspect", help="what a scan is and what the backbone will receive")
-    i.add_argument("paths", nargs="+", help="DICOM files or series folders, NIfTI, images, FILE.npz#SPLIT/INDEX")
-    i.add_argument("--backbone", default="efficientnet_lite0")
-    i.add_argument("--json", action="store_true")
+    pp_help = "a preprocess setting, e.g. window=lung or slice_rule=2.5d (repeatable; keys below)"
+    bb_help = "the backbone whose input to show (default: efficientnet_lite0; medtl compare --help lists them)"
+    i = sub.add_parser("inspect", help="what a scan is and what the backbone will receive", more_help=_preprocess_help,
+                       epilog=_example("medtl inspect scans/ct_series/ scans/a.nii.gz --preprocess window=lung"))
+    i.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files or series folders, NIfTI, images, FILE.npz#SPLIT/INDEX")
+    i.add_argument("--backbone", default="efficientnet_lite0", help=bb_help)
+    i.add_argument("--json", action="store_true", help="one JSON object per scan ({path, error} for a scan that fails)")
     i.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE", help=pp_help)
     i.set_defaults(func=cmd_inspect)
 
-    v = sub.add_parser("preview", help="a PNG of what the backbone sees, beside the raw scan")
-    v.add_argument("path")
-    v.add_argument("--backbone", default="efficientnet_lite0")
+    v = sub.add_parser("preview", help="a PNG of what the backbone sees, beside the raw scan", more_help=_preprocess_help,
+                       epilog=_example("medtl preview scans/a.dcm --out a.png --preprocess window=bone"))
+    v.add_argument("path", help="one scan: DICOM file or series folder, NIfTI, image, FILE.npz#SPLIT/INDEX")
+    v.add_argument("--backbone", default="efficientnet_lite0", help=bb_help)
     v.add_argument("--out", required=True, help="the PNG to write")
     v.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE", help=pp_help)
     v.set_defaults(func=cmd_preview)
 
-    c = sub.add_parser("curate", help="validate a manifest, quarantine bad rows, split by patient")
-    c.add_argument("manifest")
-    c.add_argument("--out", required=True)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--labels", help="comma-separated known labels; rows with any other label are quarantined")
+    c = sub.add_parser("curate", help="validate a manifest, quarantine bad rows, split by patient", more_help=_preprocess_help,
+                       description="Reads every scan of a manifest (columns path, label, patient_id, optional domain and "
+                                   "split); writes OUT/manifest.csv with a split column, OUT/quarantine.csv (path, reason) "
+                                   "and OUT/report.md (counts, duplicates, leakage, warnings).",
+                       epilog=_example("medtl curate scans/manifest.csv --out curated --labels benign,malignant"))
+    c.add_argument("manifest", help="the manifest CSV; relative paths in it are relative to its folder")
+    c.add_argument("--out", required=True, help="folder for manifest.csv, quarantine.csv and report.md")
+    c.add_argument("--seed", type=int, default=0, help="seed of the patient-level split (default 0)")
+    c.add_argument("--labels", help="comma-separated known labels; rows with any other label are quarantined "
+                                    "(without it, labels that differ only by case or spacing are warned about)")
     c.add_argument("--domain-from", metavar="FIELDS",
                    help="tag domains from DICOM headers: comma-separated of manufacturer, model, institution "
                         "(coded, never the name), slice_thickness, field_strength, kernel, modality, body_part")
-    c.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE", help=pp_help)
+    c.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE",
+                   help="a preprocess setting used to prove each scan becomes a backbone input (repeatable)")
     c.set_defaults(func=cmd_curate)
 
-    n = sub.add_parser("import-medmnist", help="a manifest for a MedMNIST .npz (official splits kept)")
-    n.add_argument("npz")
-    n.add_argument("--out", required=True)
+    n = sub.add_parser("import-medmnist", help="a manifest for a MedMNIST .npz (official splits kept)",
+                       epilog=_example("medtl import-medmnist data/breastmnist.npz --out breast --limit 100"))
+    n.add_argument("npz", help="a MedMNIST 2D .npz (train/val/test _images and _labels)")
+    n.add_argument("--out", required=True, help="folder for manifest.csv (its rows point into the .npz; nothing is copied)")
     n.add_argument("--limit", type=int, default=None, help="keep only the first N images of each split")
     n.set_defaults(func=cmd_import_medmnist)
 
-    m = sub.add_parser("compare", help="run every strategy of a config, tracked in MLflow")
-    m.add_argument("config")
-    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value")
+    m = sub.add_parser("compare", help="run every strategy of a config, tracked in MLflow", more_help=_compare_help,
+                       description="Runs every strategy of CONFIG on identical splits and seeds, tracks each as a child "
+                                   "run of one comparison run, registers the best (chosen on validation AUC) and says "
+                                   "why; prints the tables and the parent run id last.",
+                       epilog=_example("medtl compare configs/breastmnist.yaml --quick --dry-run",
+                                       "medtl compare my.yaml --set strategies.full.epochs=3 --set train.batch_size=16"))
+    m.add_argument("config", help="a YAML config (medtl config --reference lists every key)")
+    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. train.lr=3e-4 or strategies.full.epochs=3 (repeatable; YAML values)")
+    m.add_argument("--quick", action="store_true",
+                   help=f"a first try: every epoch count scaled by 0.2 ({QUICK}), at least 1 each")
+    m.add_argument("--dry-run", action="store_true", help="print the resolved config and the arms it would run; train nothing")
     m.add_argument("--resume", action="store_true", help="continue an interrupted comparison of the same config")
     m.set_defaults(func=cmd_compare)
 
-    r = sub.add_parser("predict", help="class probabilities for scans from any MLflow model URI")
-    r.add_argument("model_uri", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model, models:/MODEL_ID")
-    r.add_argument("paths", nargs="+", help="DICOM files, DICOM series folders, NIfTI, images")
-    r.add_argument("--json", action="store_true")
+    r = sub.add_parser("predict", help="class probabilities for scans from any MLflow model URI",
+                       epilog=_example("medtl predict models:/medtl-demo@champion scans/a.dcm scans/ct_series/ --json"))
+    r.add_argument("model_uri", help=MODEL_URI_HELP)
+    r.add_argument("paths", nargs="+", metavar="PATH", help="DICOM files, DICOM series folders, NIfTI, images")
+    r.add_argument("--json", action="store_true", help="a JSON list: path, probabilities per class, label")
     r.set_defaults(func=cmd_predict)
 
-    e = sub.add_parser("evaluate", help="a model's metrics on a manifest, overall and per domain, with 95%% CIs")
-    e.add_argument("model_uri", help="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model, models:/MODEL_ID")
+    e = sub.add_parser("evaluate", help="a model's metrics on a manifest, overall and per domain, with 95%% CIs",
+                       epilog=_example("medtl evaluate models:/medtl-demo@champion curated/manifest.csv"))
+    e.add_argument("model_uri", help=MODEL_URI_HELP)
     e.add_argument("manifest", help="manifest CSV (path, label, patient_id, optional domain and split)")
-    e.add_argument("--split", choices=["train", "val", "test"], help="only this split's rows (default: every row)")
+    e.add_argument("--split", choices=["train", "val", "test", "all"],
+                   help="which rows to score (default: test when the manifest has a split column, else every row; "
+                        "scoring train rows is warned about)")
     e.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals (default 1000)")
     e.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("--json", action="store_true", help="metrics, intervals, per-domain parts and shift as JSON")
     e.set_defaults(func=cmd_evaluate)
+
+    g = sub.add_parser("config", help="every config key: type, default, meaning, the strategy kinds it applies to",
+                       epilog=_example("medtl config --reference > docs/config.md"))
+    g.add_argument("--reference", action="store_true", required=True,
+                   help="print the config reference (Markdown), generated from the config models")
+    g.set_defaults(func=cmd_config)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    _show_warnings()
     from medtl.errors import MedtlError
 
     try:

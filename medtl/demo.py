@@ -16,11 +16,13 @@ DEMO_CONFIG: dict[str, Any] = {
     "name": "demo",
     "data": {"manifest": "curated/manifest.csv", "cache": "memory"},
     # NIfTI carries no modality: the demo's volumes are CT in HU, so they get the same window
-    "preprocess": {"assume_modality": "CT", "window": "lung", "slice_rule": "middle"},
+    # 128 px, not the weights' 224: the markers are large, and full fine-tuning costs ~3x less per epoch
+    # (benchmarks/bench_demo.py measures both configs: pieces, minutes and AUCs)
+    "preprocess": {"assume_modality": "CT", "window": "lung", "slice_rule": "middle", "size": 128},
     "backbone": {"name": "efficientnet_lite0", "weights": "imagenet"},
     "strategies": [
         {"name": "frozen", "head": "linear", "epochs": 30},
-        {"name": "full", "epochs": 5},
+        {"name": "full", "epochs": 3},
     ],
     "train": {"batch_size": 16, "lr": 3e-4, "head_lr": 3e-3, "seed": 0, "bootstrap": 500},
     "tracking": {"experiment": "medtl-demo", "model_name": "medtl-demo"},
@@ -38,3 +40,10 @@ def write_demo(out: str | Path, patients_per_domain: int = 40, seed: int = 0) ->
     cfg_path = out / "demo.yaml"
     cfg_path.write_text(yaml.safe_dump(DEMO_CONFIG, sort_keys=False))
     return cfg_path
+
+
+def example_scans(out: str | Path) -> list[Path]:
+    """One DICOM (scanner A) and one NIfTI (scanner B) the demo wrote: files a printed command can name."""
+    data = Path(out) / "data"
+    return [p for p in (min((data / "scanner_a").glob("*.dcm"), default=None),
+                        min((data / "scanner_b").glob("*.nii.gz"), default=None)) if p is not None]

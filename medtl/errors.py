@@ -40,3 +40,12 @@ class WeightsError(MedtlError):
 
 class TrackingError(MedtlError):
     """The MLflow store or server is unreachable or refused a write."""
+
+
+class MedtlWarning(UserWarning):
+    """Something that runs but probably not as meant (an override no arm uses, a label typo, training
+    rows scored as test); the CLI prints each as one ``medtl: warning: ...`` line on stderr."""
+
+
+class ModelIntegrityError(MedtlError):
+    """A logged model whose files differ from the checksums recorded when it was logged."""

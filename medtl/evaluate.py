@@ -9,6 +9,7 @@ out, never silently scored. Domain-shift metrics between the manifest's domains 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medtl.errors import DataError
+from medtl.errors import DataError, MedtlWarning
 from medtl.metrics.classification import METRICS
 from medtl.metrics.summary import summarize
 
@@ -33,6 +34,7 @@ class Evaluation:
     metrics: dict[str, float]  # summarize(): eval_<metric>[_ci_low|_ci_high][.<domain>], eval_n[.<domain>]
     skipped: list[dict[str, str]] = field(default_factory=list)  # {"path", "error"} per unreadable scan
     shift: dict[str, Any] | None = None  # {"reference": domain, "shift.<m>[.<domain>]": value} (``domain_shift``); None with one domain
+    rows_scored: str = ""  # which rows, in words: "the test split", "every row (no split column)", ...
 
     def _part(self, suffix: str) -> dict[str, Any]:
         m = self.metrics
@@ -46,6 +48,17 @@ class Evaluation:
         per_domain = {d: self._part(f".{d}") for d in self.domains} if len(self.domains) > 1 else {}
         return {"model_uri": self.model_uri, "manifest": self.manifest, "split": self.split, "classes": self.classes,
                 "overall": self._part(""), "domains": per_domain, "shift": self.shift, "skipped": self.skipped}
+
+    def shift_table(self) -> pd.DataFrame:
+        """One row per comparison with the reference domain (all others pooled, then each): the distances."""
+        if not self.shift:
+            return pd.DataFrame()
+        keys = [k for k in self.shift if k.startswith("shift.")]
+        names = list(dict.fromkeys(k.split(".")[1] for k in keys))
+        others = list(dict.fromkeys(k.split(".", 2)[2] for k in keys if k.count(".") >= 2))
+        rows = [{"vs": "others pooled", **{n: self.shift.get(f"shift.{n}") for n in names}}]
+        rows += [{"vs": d, **{n: self.shift.get(f"shift.{n}.{d}") for n in names}} for d in others]
+        return pd.DataFrame(rows)
 
     def table(self) -> pd.DataFrame:
         """One row for all scans and one per domain; each metric beside its 95% interval."""
@@ -105,12 +118,7 @@ def evaluate(classifier: Any, manifest: str | Path, split: str | None = None, n_
     from medtl.data.manifest import read_manifest
 
     df = read_manifest(manifest)
-    if split is not None:
-        if "split" not in df.columns:
-            raise DataError(manifest, f"no 'split' column, so --split {split} selects nothing")
-        df = df[df["split"] == split]
-        if df.empty:
-            raise DataError(manifest, f"no rows in split '{split}'")
+    df, split, rows_scored = _rows_to_score(df, manifest, split)
     index = {str(c): i for i, c in enumerate(classifier.classes)}
     unknown = sorted(set(df["label"].astype(str)) - set(index))
     if unknown:
@@ -125,4 +133,28 @@ def evaluate(classifier: Any, manifest: str | Path, split: str | None = None, n_
     metrics = summarize(y, probs[ok], kept["domain"].tolist(), kept["patient_id"].tolist(), PREFIX, n_boot, seed)
     domains = sorted(set(kept["domain"]))
     shift = domain_shift(classifier, kept, seed=seed)
-    return Evaluation(model_uri, str(manifest), split, list(classifier.classes), domains, metrics, skipped, shift)
+    return Evaluation(model_uri, str(manifest), split, list(classifier.classes), domains, metrics, skipped, shift, rows_scored)
+
+
+def _rows_to_score(df: pd.DataFrame, manifest: str | Path, split: str | None) -> tuple[pd.DataFrame, str | None, str]:
+    """The rows an evaluation scores: the test split by default when the manifest has splits (a model
+    scored on rows it trained on looks better than it is), ``all`` for every row, with a warning
+    whenever training rows are among them."""
+    has_split = "split" in df.columns and df["split"].astype(str).str.strip().ne("").any()
+    if split is None:
+        split = "test" if has_split else "all"
+    if split == "all":
+        n_train = int((df["split"] == "train").sum()) if has_split else 0
+        words = "every row (no split column)" if not has_split else "every row, all splits"
+    else:
+        if not has_split:
+            raise DataError(manifest, f"no 'split' column, so --split {split} selects nothing (--split all scores every row)")
+        df = df[df["split"] == split]
+        if df.empty:
+            raise DataError(manifest, f"no rows in split '{split}' (--split all scores every row)")
+        n_train = len(df) if split == "train" else 0
+        words = f"the {split} split"
+    if n_train:
+        warnings.warn(f"{manifest}: scoring {n_train} row(s) of the train split; a model scores better on scans it "
+                      "was trained on, so these numbers overstate it (the default is the test split)", MedtlWarning, stacklevel=3)
+    return df, split, words

@@ -54,3 +54,19 @@ def test_predict_dicom_and_nifti_from_champion(demo_run) -> None:
         assert set(r["probabilities"]) == {"clear", "marker"}
         assert abs(sum(r["probabilities"].values()) - 1.0) < 1e-5
         assert r["label"] in ("clear", "marker")
+
+
+def test_demo_ends_with_commands_that_work_as_printed(demo_run) -> None:
+    """The closing lines name the winner and why, and the `try:` command runs exactly as printed
+    (real file names, this environment's medtl), from the folder the demo ran in."""
+    import shlex
+
+    work, proc = demo_run
+    lines = proc.stdout.splitlines()
+    assert any(ln.startswith("best: ") and "validation AUC" in ln for ln in lines), lines[-8:]
+    assert any("mlflow ui --backend-store-uri sqlite:///mlflow.db" in ln for ln in lines), lines[-8:]
+    tried = next(ln for ln in lines if ln.startswith("try: ")).removeprefix("try: ")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    p = subprocess.run([*shlex.split(tried), "--json"], cwd=work, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, (tried, p.stderr[-2000:])
+    assert {Path(r["path"]).suffix for r in json.loads(p.stdout)} == {".dcm", ".gz"}

@@ -6,6 +6,7 @@ registered and loaded back) is tested for real in tests/tracking/test_postgres.p
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -53,6 +54,20 @@ def test_medtl_images_install_this_package_and_the_pinned_torch(name: str) -> No
     assert re.search(r'^ENTRYPOINT \["medtl"\]', text, re.M)
     index = re.search(r"TORCH_INDEX_URL=(\S+)", text).group(1)
     assert index.endswith("/cpu") if name == "Dockerfile" else re.search(r"/cu\d+$", index), index
+
+
+def test_serving_image_bakes_in_a_model_and_serves_it_like_the_tests_do() -> None:
+    """docker/serve.Dockerfile: the CPU image's base and torch, the downloaded model copied in, `mlflow models serve`."""
+    text = (DOCKER / "serve.Dockerfile").read_text()
+    assert re.search(r"^FROM (\S+)", text, re.M).group(1) == re.search(r"^FROM (\S+)", (DOCKER / "Dockerfile").read_text(), re.M).group(1)
+    for pin in re.search(r"TORCH\s*=\s*(.+)", (ROOT / "Makefile").read_text()).group(1).split():
+        assert pin in text, f"torch pins differ from the Makefile's ({pin})"
+    model_dir = re.search(r"^ARG MODEL_DIR=(\S+)", text, re.M).group(1)
+    assert f"!{model_dir}/" in (ROOT / ".dockerignore").read_text().splitlines(), "the model folder reaches the build context"
+    assert "COPY ${MODEL_DIR} /opt/model" in text and re.search(r"^USER 1000", text, re.M)
+    entry = json.loads(re.search(r"^ENTRYPOINT (\[.*\])$", text, re.M).group(1))
+    assert entry[:5] == ["mlflow", "models", "serve", "-m", "/opt/model"] and entry[entry.index("--env-manager") + 1] == "local"
+    assert "/ping" in text and all(f"MEDTL_SERVE_{k}" in text for k in ("MAX_ROWS", "MAX_BYTES", "MAX_FILES"))
 
 
 def _compose() -> dict:

@@ -23,6 +23,7 @@ from tests.conftest import ROOT, tiny_config
 SNAPSHOT = r"""
 import json, logging, os, random, sys, warnings
 import numpy as np, torch, mlflow, mlflow.tracking.fluent as fluent, pandas, pydantic, scipy.sparse, scipy.stats
+import monai.data, monai.transforms, pydicom, nibabel
 
 def snap():
     return {
@@ -44,8 +45,8 @@ print(json.dumps({k: [before[k], after[k]] for k in before if before[k] != after
 
 
 def test_importing_medtl_changes_no_process_wide_state(tmp_path: Path) -> None:
-    # medtl.data.readers is left out while it sets a MONAI logger's level on import (issue 19, step 3)
-    modules = ["medtl", "medtl.api", "medtl.cli", "medtl.models", "medtl.training.loop", "medtl.tracking.store"]
+    modules = ["medtl", "medtl.api", "medtl.cli", "medtl.models", "medtl.training.loop", "medtl.tracking.store",
+               "medtl.data.readers", "medtl.data.transforms", "medtl.data.batched"]
     p = subprocess.run([sys.executable, "-c", SNAPSHOT, *modules], cwd=tmp_path, capture_output=True, text=True,
                        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "HOME": str(tmp_path)}, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]

@@ -9,6 +9,7 @@ manifest is read; columns that look like identifiers are not copied out.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from collections import defaultdict
@@ -60,6 +61,8 @@ class CurationResult:
     warnings: list[str] = field(default_factory=list)
     dropped_columns: list[str] = field(default_factory=list)
     domain_source: str = "manifest"
+    # files listed under more than one patient id: [path, number of patient ids]
+    shared_files: list[tuple[str, int]] = field(default_factory=list)
 
 
 def split_patients(df: pd.DataFrame, seed: int, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> pd.Series:
@@ -177,6 +180,7 @@ def curate(
         raise DataError(manifest, f"no usable rows: all {len(df)} quarantined (see {out / 'quarantine.csv'})")
 
     result = CurationResult(good, quarantine, dropped_columns=dropped)
+    result.warnings += label_warnings(df["label"], good["label"], checked=labels is not None)
     if domain_from:
         tagged = {i: header_domain(headers[i], domain_from) for i in good.index}
         if any(v is not None for v in tagged.values()):
@@ -203,6 +207,10 @@ def curate(
     crossing = [g for g in dup_groups if good.loc[g, "split"].nunique() > 1]
     if crossing:
         result.warnings.append(f"{len(crossing)} group(s) of identical images sit in more than one split")
+    result.shared_files = files_under_several_patients(good)
+    if result.shared_files:
+        result.warnings.append(f"{len(result.shared_files)} file(s) appear under more than one patient id "
+                               "(listed under duplicates in report.md): one of the ids is wrong")
     per_patient = good.groupby("patient_id")["split"].nunique()
     result.leaking_patients = sorted(per_patient[per_patient > 1].index)
     if result.leaking_patients:
@@ -212,6 +220,39 @@ def curate(
     good.to_csv(out / "manifest.csv", index=False)
     (out / "report.md").write_text(result.report)
     return result
+
+
+def _label_key(label: Any) -> str:
+    return " ".join(str(label).split()).casefold()
+
+
+def label_warnings(labels: pd.Series, kept: pd.Series, checked: bool, splits: int = len(SPLITS)) -> list[str]:
+    """Labels a person meant as one class (differing only by case or spacing), unless ``--labels``
+    checked them; classes too small to appear in every split."""
+    out = []
+    if not checked:
+        spellings: dict[str, set[str]] = defaultdict(set)
+        for value in labels.astype(str):
+            spellings[_label_key(value)].add(value)
+        for variants in spellings.values():
+            if len(variants) > 1:
+                names = ", ".join(repr(v) for v in sorted(variants))
+                out.append(f"labels {names} differ only by case or spacing and would train as {len(variants)} classes; "
+                           "fix the manifest, or pass --labels to quarantine the stray spellings")
+    counts = kept.astype(str).value_counts()
+    for label, n in counts[counts < splits].items():
+        out.append(f"class '{label}' has {n} usable row(s), fewer than the {splits} splits: it cannot be in train, "
+                   "val and test alike (add rows, or merge or drop the class)")
+    return out
+
+
+def files_under_several_patients(rows: pd.DataFrame) -> list[tuple[str, int]]:
+    """The same file (after links are followed) listed under different patient ids: a mislabelled row
+    that also leaks one scan into two patients' splits."""
+    real = rows["path"].map(os.path.realpath)
+    ids = rows.groupby(real)["patient_id"].nunique()
+    first = rows.groupby(real)["path"].first()
+    return [(first[f], int(n)) for f, n in ids[ids > 1].items()]
 
 
 def _table(df: pd.DataFrame, by: str) -> str:
@@ -248,8 +289,12 @@ def render_report(r: CurationResult, total: int, seed: int, split_given: bool) -
         "## Exact duplicates (same pixels)", "",
     ]
     split_of = dict(zip(m["path"], m["split"]))
-    lines += [f"- {len(g)} rows in {', '.join(sorted({str(split_of[p]) for p in g}))}: " + ", ".join(Path(p).name for p in g)
-              for g in r.duplicates] or ["none"]
+    lines += [f"- {len(g)} rows in {', '.join(sorted({str(split_of[p]) for p in g}))}"
+              + (f", under {n} patient ids" if (n := m.loc[m["path"].isin(g), "patient_id"].nunique()) > 1 else "")
+              + ": " + ", ".join(Path(p).name for p in g) for g in r.duplicates] or ["none"]
+    if r.shared_files:
+        lines += ["", "The same file under more than one patient id:", ""]
+        lines += [f"- {Path(p).name}: {n} patient ids" for p, n in r.shared_files]
     lines += ["", "## Patients in more than one split (leakage)", ""]
     lines += [f"- {p}: " + ", ".join(sorted(set(m.loc[m['patient_id'] == p, 'split']))) for p in r.leaking_patients] or ["none"]
     lines += ["", "## Quarantined", ""]

@@ -46,10 +46,11 @@ def read_medmnist(npz: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 def medmnist_manifest(npz: str | Path, out_dir: str | Path, limit: int | None = None, domain: str | None = None) -> pd.DataFrame:
     """The manifest rows for ``npz``, paths relative to ``out_dir``; ``limit`` keeps the first N per split."""
-    path = Path(npz).resolve()
+    # absolute but not symlink-resolved: a link (a shared data folder, a mounted volume) stays the path as given
+    path = Path(os.path.abspath(npz))
     arrays = read_medmnist(path)
     name = path.name.removesuffix(".npz")
-    rel = os.path.relpath(path, Path(out_dir).resolve())
+    rel = os.path.relpath(path, os.path.abspath(out_dir))
     rows = []
     for split, (_, labels) in arrays.items():
         n = len(labels) if limit is None else min(limit, len(labels))

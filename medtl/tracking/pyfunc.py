@@ -1,24 +1,24 @@
 """The logged model: weights plus the exact preprocessing they were trained with, as an MLflow pyfunc.
 
-``mlflow.pyfunc.load_model(uri).predict(...)`` returns one row of class probabilities (one column per
-class) for each scan it is given:
+``mlflow.pyfunc.load_model(uri).predict(frame)`` (and ``mlflow models serve``) takes a table with one of
+the columns ``path`` (a file or series folder the server can read), ``content`` (base64 of a file's
+bytes: DICOM, NIfTI, PNG/JPEG, or a zip of a DICOM series) or ``image`` (an array per cell, with
+``modality``/``units``/``photometric`` saying what it holds), optionally ``filename``; see
+``medtl.tracking.serving``. It returns one row per input row: one probability column per class, the
+predicted ``label`` and ``error`` (empty for a good row, a plain reason for a bad one). One bad row
+never fails the request; no answer carries a stack trace, a server path or a header value.
 
-* a list of paths (DICOM file, DICOM series folder, NIfTI, PNG/JPEG), or one path;
-* a DataFrame whose ``path`` column (or first column) holds paths;
-* arrays: a DataFrame (or dict) with one column, e.g. ``pd.DataFrame({"image": [a, b]})``, whose
-  cells are 2D (grey), ``H x W x 3`` (colour) or 3D (volume) arrays or nested lists, in the scan's
-  own units (HU for CT). MLflow turns a bare array or list of arrays into table columns before the
-  model sees it, so arrays travel as cells of one column; a bare array is refused with that hint.
-
-The signature says exactly this: one unnamed input column whose cells are a path or an array
-(MLflow's ``AnyType``; no narrower MLflow type admits both), and one ``double`` output column per
-class. The backbone is rebuilt from its name without fetching weights: every tensor comes from the
-logged state dict, so serving needs neither network nor the weights packages.
+The signature names those columns (all optional; ``image`` is MLflow's ``AnyType``, the only type that
+admits an array or nested lists). The backbone is rebuilt from its name without fetching weights:
+every tensor comes from the logged state dict, so serving needs neither network nor the weights
+packages. The sha256 of the weights and of ``medtl_model.json`` (class map, preprocessing, input
+spec) are recorded at logging, on the run and in the model, and checked on every load.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,12 +31,16 @@ import torch
 from medtl.config import PreprocessConfig
 from medtl.errors import MedtlError, ScanError
 from medtl.models.registry import InputSpec
+from medtl.tracking import serving
+from medtl.tracking.serving import Limits, ScanArray, ScanBytes
+
+log = logging.getLogger(__name__)
 
 META_FILE = "medtl_model.json"
 WEIGHTS_FILE = "weights.pt"
 CARD_FILE = "model_card.md"
 ENTRY_POINT = Path(__file__).with_name("pyfunc_model.py")
-ARRAY_HINT = "pass arrays as cells of one column, e.g. pd.DataFrame({'image': [array, ...]})"
+OUTPUT_COLUMNS = ("label", "error")
 
 
 def model_meta(model: Any, classes: list[str], preprocess: PreprocessConfig, head: str, strategy: str) -> dict[str, Any]:
@@ -60,75 +64,52 @@ def save_model_files(folder: Path, model: torch.nn.Module, meta: dict[str, Any])
     return {"weights": str(folder / WEIGHTS_FILE), "meta": str(folder / META_FILE)}
 
 
-def _one(value: Any) -> str | np.ndarray:
-    if isinstance(value, (str, Path)):
-        return str(value)
-    if isinstance(value, (np.ndarray, list, tuple, torch.Tensor)):
-        arr = np.asarray(value)
-        if arr.dtype.kind in "USO" and arr.ndim == 0:
-            return str(arr)
-        if arr.dtype.kind not in "biuf" or arr.ndim < 2:
-            raise ScanError("model input", f"an array of shape {arr.shape} and dtype {arr.dtype} is not an image")
-        return arr
-    raise ScanError("model input", f"a {type(value).__name__} is not a scan path or an image array; {ARRAY_HINT}")
-
-
-def model_inputs(model_input: Any) -> list[str | np.ndarray]:
-    """Normalise what a caller (or MLflow's schema enforcement) hands over into paths and arrays."""
-    if isinstance(model_input, (str, Path)):
-        return [str(model_input)]
-    if isinstance(model_input, dict):
-        model_input = pd.DataFrame({k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in model_input.items()})
-    if isinstance(model_input, pd.DataFrame):
-        if model_input.shape[1] == 0:
-            return []
-        column = next((c for c in ("path", "image") if c in model_input.columns), model_input.columns[0])
-        cells = list(model_input[column])
-        if cells and all(np.isscalar(v) and not isinstance(v, str) for v in cells):
-            raise ScanError("model input", f"got a table of numbers (a bare array?); {ARRAY_HINT}")
-        return [_one(v) for v in cells]
-    if isinstance(model_input, pd.Series):
-        return [_one(v) for v in model_input]
-    if isinstance(model_input, np.ndarray) and model_input.dtype.kind in "USO":
-        return [_one(v) for v in model_input.ravel()]
-    if isinstance(model_input, (np.ndarray, torch.Tensor)):  # direct use (not through MLflow): one image
-        return [_one(model_input)]
-    return [_one(v) for v in model_input]
-
-
 class MedtlClassifier:
-    """Preprocessing + network; used by the pyfunc wrapper, ``medtl predict`` and ``medtl evaluate``."""
+    """Preprocessing + network; used by the pyfunc wrapper, ``medtl predict`` and ``medtl evaluate``.
 
-    def __init__(self, meta: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> None:
+    A scan is a path, a ``ScanBytes`` (a file's bytes), a ``ScanArray`` (pixels that say what they
+    hold), a uint8 array (a display image, read as its PNG would be) or a pydicom dataset.
+    """
+
+    def __init__(self, meta: dict[str, Any], state_dict: dict[str, torch.Tensor], limits: Limits | None = None) -> None:
         from medtl.models.transfer import create_model
 
         self.meta = meta
         self.classes = list(meta["classes"])
         self.preprocess = PreprocessConfig.model_validate(meta["preprocess"])
+        self.limits = limits or Limits()
         self.model, _ = create_model(meta["backbone"], len(self.classes), pretrained=False, head=meta["head"], layer=meta["layer"],
                                      spec=InputSpec.from_dict(meta["input_spec"]))  # the logged spec, not the registry's
         self.spec = self.model.spec
         self.model.load_state_dict(state_dict)
         self.model.eval()
 
-    @classmethod
-    def from_folder(cls, folder: str | Path) -> MedtlClassifier:
-        folder = Path(folder)
-        meta = json.loads((folder / META_FILE).read_text())
-        return cls(meta, torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
-
     def _prepare(self, src: Any) -> torch.Tensor:
+        """One scan to a backbone input, on one torch thread (as DataLoader workers preprocess: a scan's
+        tensors are small, and on a busy machine intra-op threads mostly wait on each other)."""
+        from medtl.data.transforms import single_threaded
+
+        with single_threaded():
+            return self._prepare_one(src)
+
+    def _prepare_one(self, src: Any) -> torch.Tensor:
         from medtl.data.transforms import preprocess_scan
 
-        try:
-            return preprocess_scan(src, self.spec, self.preprocess)[0]
-        except RuntimeError as e:  # MONAI's Compose wraps a transform's error; the scan's own error is the news
-            cause: BaseException | None = e
-            while cause is not None and not isinstance(cause, MedtlError):
-                cause = cause.__cause__
-            if cause is None:
-                raise
-            raise cause from None
+        if not isinstance(src, (str, Path, ScanBytes, ScanArray)):
+            src = serving.sources([src], self.limits)[0]
+            if isinstance(src, ScanError):
+                raise src
+        if isinstance(src, ScanBytes):
+            with serving.materialised(src, self.limits) as path:
+                try:
+                    return preprocess_scan(path, self.spec, self.preprocess)[0]
+                except ScanError as e:
+                    raise ScanError(src.filename or "content", serving.public_reason(e, [str(path.parent)])) from None
+        if isinstance(src, ScanArray):
+            pixels, modality = serving.check_array(src)
+            pp = self.preprocess if modality is None else self.preprocess.model_copy(update={"assume_modality": modality})
+            return preprocess_scan(pixels, self.spec, pp)[0]
+        return preprocess_scan(src, self.spec, self.preprocess)[0]
 
     @torch.no_grad()
     def _forward(self, xs: list[torch.Tensor]) -> np.ndarray:
@@ -139,8 +120,13 @@ class MedtlClassifier:
         out = [self._forward([self._prepare(src) for src in inputs[i : i + batch_size]]) for i in range(0, len(inputs), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, len(self.classes)))
 
-    def predict_each(self, inputs: Sequence[Any], batch_size: int = 16) -> tuple[np.ndarray, list[str | None]]:
-        """Like ``predict_proba`` but a bad scan costs only its own row: NaN probabilities and its error."""
+    def predict_each(self, inputs: Sequence[Any], batch_size: int = 16,
+                     public: bool = False) -> tuple[np.ndarray, list[str | None]]:
+        """Like ``predict_proba`` but a bad scan costs only its own row: NaN probabilities and its error.
+
+        ``public``: errors fit a response (``row N: reason``, no file names); any failure, even a bug,
+        stays in its row (the server log gets its type).
+        """
         probs = np.full((len(inputs), len(self.classes)), np.nan)
         errors: list[str | None] = [None] * len(inputs)
         ready: list[tuple[int, torch.Tensor]] = []
@@ -152,40 +138,83 @@ class MedtlClassifier:
 
         for i, src in enumerate(inputs):
             try:
+                if isinstance(src, MedtlError):
+                    raise src
                 ready.append((i, self._prepare(src)))
             except MedtlError as e:
-                errors[i] = str(e)
+                errors[i] = f"row {i}: {serving.public_reason(e, [str(src)] if isinstance(src, (str, Path)) else [])}" \
+                    if public else str(e)
+            except Exception as e:  # noqa: BLE001 - in a response, one row's failure must not fail the others
+                if not public:
+                    raise
+                log.error("medtl serving: row %d failed with %s", i, type(e).__name__)
+                errors[i] = f"row {i}: could not be scored (internal error {type(e).__name__}; see the server log)"
             if len(ready) >= batch_size:
                 flush()
         flush()
         return probs, errors
 
+    def predict_frame(self, model_input: Any) -> pd.DataFrame:
+        """One output row per input row: probability per class, ``label`` and ``error`` (``None`` when good)."""
+        srcs = serving.sources(model_input, self.limits)
+        probs, errors = self.predict_each(srcs, public=True)
+        out = pd.DataFrame(probs, columns=[str(c) for c in self.classes])
+        from medtl.metrics.classification import predicted_labels
+
+        labels = predicted_labels(np.nan_to_num(probs)) if len(probs) else np.zeros(0, int)  # as `medtl predict`
+        out["label"] = pd.Series([None if e is not None else str(self.classes[k]) for k, e in zip(labels, errors)], dtype=object)
+        out["error"] = pd.Series(errors, dtype=object)
+        return out
+
 
 def signature(classes: Sequence[str]):  # noqa: ANN201 - mlflow.models.ModelSignature
-    """Inputs: one column of paths or arrays; outputs: one probability column per class."""
+    """Inputs: ``path`` / ``content`` / ``image`` (+ ``filename`` and an array's declarations), all optional;
+    outputs: one probability column per class, ``label`` and ``error``."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
     from mlflow.types.schema import AnyType
 
-    return ModelSignature(inputs=Schema([ColSpec(AnyType())]),
-                          outputs=Schema([ColSpec("double", str(c)) for c in classes]))
+    inputs = [ColSpec("string", "path", required=False), ColSpec("string", "content", required=False),
+              ColSpec(AnyType(), "image", required=False), ColSpec("string", "filename", required=False),
+              *(ColSpec("string", k, required=False) for k in serving.DECLARATIONS)]
+    return ModelSignature(inputs=Schema(inputs),
+                          outputs=Schema([*(ColSpec("double", str(c)) for c in classes),
+                                          ColSpec("string", "label"), ColSpec("string", "error", required=False)]))
 
 
 def input_example() -> pd.DataFrame:
-    """A made-up CT slice (medtl's synthetic phantom, in HU), never a patient's scan or path.
+    """A made-up CT slice (medtl's synthetic phantom, in HU) as the bytes of a DICOM file, base64.
 
     It is what MLflow stores beside the model and runs once at logging time, so it must be valid
-    on any machine; a path would point at nothing there and could name a patient.
+    on any machine and name no one: a path would point at nothing there and could name a patient.
     """
-    from medtl.data.synthetic import phantom
+    import base64
+    import tempfile
 
-    vol = phantom(np.random.default_rng(0), marker=False, size=48, slices=1)
-    return pd.DataFrame({"image": [np.round(vol[0]).astype(np.int16)]})
+    from medtl.data.synthetic import phantom, write_ct_dicom
+
+    hu = phantom(np.random.default_rng(0), marker=False, size=48, slices=1)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_ct_dicom(Path(tmp) / "example.dcm", hu, 1.0, patient_id="EXAMPLE", patient_name="Phantom^Example",
+                              extra={"PatientBirthDate": "", "AccessionNumber": "", "StudyDate": "20000101"})
+        data = path.read_bytes()
+    return pd.DataFrame({"content": [base64.b64encode(data).decode()], "filename": ["example.dcm"]})
+
+
+def file_checksums(files: dict[str, str]) -> dict[str, str]:
+    """sha256 of the files a prediction depends on: weights, and the class map + preprocessing file."""
+    from medtl.hashing import file_sha256
+
+    return {name: file_sha256(files[name]) for name in ("weights", "meta")}
 
 
 def log_classifier(run_id: str, model: torch.nn.Module, meta: dict[str, Any], card: str, pip_requirements: Sequence[str],
                    tags: dict[str, str]) -> str:
-    """Log the model (weights, preprocessing, card) on ``run_id``; returns its ``models:/<id>`` URI."""
+    """Log the model (weights, preprocessing, card) on ``run_id``; returns its ``models:/<id>`` URI.
+
+    The files' checksums go on the run (tags ``medtl.sha256.<file>``) and into the model (its MLmodel
+    ``metadata``, checked by every load).
+    """
     import tempfile
 
     from mlflow.models import Model
@@ -202,6 +231,7 @@ def log_classifier(run_id: str, model: torch.nn.Module, meta: dict[str, Any], ca
                                         tags=resolve_tags(tags), params=dict(run.data.params))
     with tempfile.TemporaryDirectory() as tmp:
         files = save_model_files(Path(tmp), model, meta)
+        sums = file_checksums(files)
         (Path(tmp) / CARD_FILE).write_text(card)
         info = Model.log(
             artifact_path=None, name="model", model_id=logged.model_id, flavor=mlflow.pyfunc,
@@ -209,24 +239,49 @@ def log_classifier(run_id: str, model: torch.nn.Module, meta: dict[str, Any], ca
             python_model=str(ENTRY_POINT), artifacts={**files, "model_card": str(Path(tmp) / CARD_FILE)},
             code_paths=[str(Path(medtl.__file__).parent)], pip_requirements=list(pip_requirements),
             signature=signature(meta["classes"]), input_example=input_example(),
-            metadata={"medtl": {k: meta[k] for k in ("backbone", "classes", "strategy", "head", "layer")}}, tags=tags,
+            metadata={"medtl": {**{k: meta[k] for k in ("backbone", "classes", "strategy", "head", "layer")}, "sha256": sums}},
+            tags=tags,
         )
+    for name, digest in sums.items():
+        client.set_tag(run_id, f"medtl.sha256.{name}", digest)
     return info.model_uri
 
 
-class MedtlPyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow wrapper: ``predict`` returns a DataFrame with one probability column per class.
+def recorded_checksums(artifacts: dict[str, str]) -> dict[str, str] | None:
+    """The checksums in the MLmodel file beside the artifacts (``<model>/artifacts/<file>``)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
 
-    MLflow's schema enforcement has turned every accepted input into a DataFrame by the time
-    ``predict`` runs (the hint says so and keeps MLflow from inferring a second signature).
-    """
+    folder = Path(artifacts["meta"]).parents[1]
+    try:
+        metadata = Model.load(str(folder)).metadata or {}
+    except (OSError, MlflowException):
+        return None
+    return (metadata.get("medtl") or {}).get("sha256")
+
+
+class MedtlPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow wrapper: ``predict`` returns one row per input row (probabilities, ``label``, ``error``)."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        from medtl.tracking.registry import verify_checksums
+
+        verify_checksums(context.artifacts, recorded_checksums(context.artifacts))
         meta = json.loads(Path(context.artifacts["meta"]).read_text())
         state = torch.load(context.artifacts["weights"], map_location="cpu", weights_only=True)
-        self.clf = MedtlClassifier(meta, state)
+        self.clf = MedtlClassifier(meta, state, Limits.from_env())
 
     def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
                 params: dict[str, Any] | None = None) -> pd.DataFrame:
-        probs = self.clf.predict_proba(model_inputs(model_input))
-        return pd.DataFrame(probs, columns=[str(c) for c in self.clf.classes])
+        from mlflow.environment_variables import _MLFLOW_IS_IN_SERVING_ENVIRONMENT
+        from mlflow.exceptions import MlflowException
+
+        if isinstance(model_input, pd.DataFrame) and model_input.shape[1] == 0:
+            raise MlflowException.invalid_parameter_value(
+                "no `path`, `content` or `image` column: MLflow drops a bare list or array before the model sees it; "
+                "pass a table, e.g. pd.DataFrame({'path': [...]}) or {'content': [base64, ...]}")
+        out = self.clf.predict_frame(model_input)
+        if _MLFLOW_IS_IN_SERVING_ENVIRONMENT.get():  # JSON has no NaN: a bad row's probabilities are null
+            probs = [str(c) for c in self.clf.classes]
+            out[probs] = out[probs].astype(object).where(out[probs].notna(), None)
+        return out

@@ -4,17 +4,26 @@ The current champion is re-scored on the new comparison's validation set unless 
 score was measured on exactly that set (same fingerprint). The decision, both scores and the
 reason are written onto the new model version as tags *before* any alias moves, so an interrupted
 registration resumes to the same decision instead of comparing the model with itself.
+
+A model is only loaded if its files are the ones it was logged with: an edited weights file or a
+swapped class map would otherwise be used without a word (``verify_checksums``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from medtl.errors import ModelIntegrityError
+
+log = logging.getLogger(__name__)
 CHAMPION, CHALLENGER = "champion", "challenger"
 COMPARISON_TAG = "medtl.comparison_run"
 
@@ -102,3 +111,22 @@ def promote(client: MlflowClient, name: str, version: str, val_auc: float, val_f
         decision = decide(client, name, version, val_auc, val_fingerprint, score_champion)
     apply(client, decision, val_fingerprint)
     return decision
+
+
+_WHAT = {"weights": "the weights", "meta": "the class map and preprocessing"}
+
+
+def verify_checksums(files: Mapping[str, str], recorded: Mapping[str, str] | None) -> None:
+    """Each recorded file's sha256 as logged, or a ``ModelIntegrityError`` naming the file (never its path)."""
+    if not recorded:
+        log.warning("medtl: this model records no checksums of its files (logged by an older medtl); loaded unverified")
+        return
+    for name, digest in recorded.items():
+        path = files.get(name)
+        if path is None or not Path(path).is_file():
+            raise ModelIntegrityError(name, f"the model's file for {_WHAT.get(name, name)} is missing; refusing to load it")
+        with open(path, "rb") as f:  # read now, not a cached digest: the file may have changed in place
+            actual = hashlib.file_digest(f, "sha256").hexdigest()
+        if actual != digest:
+            raise ModelIntegrityError(Path(path).name, f"{_WHAT.get(name, name)} differ from what was logged at training "
+                                                       "(sha256 mismatch: the file was edited or replaced); refusing to load the model")

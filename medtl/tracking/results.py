@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import shlex
+import sys
+import warnings
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from medtl.errors import TrackingError
+from medtl.errors import MedtlWarning, TrackingError
 from medtl.tracking.tracker import ARM, MODEL_ID, ROLE, STRATEGY
 
 ARM_COLUMNS = ("strategy", "kind", "seed", "run_id", "status", "best_val_auc", "test_auc", "test_auc_ci_low",
@@ -17,7 +23,12 @@ ARM_COLUMNS = ("strategy", "kind", "seed", "run_id", "status", "best_val_auc", "
 
 
 def find_comparison(client: MlflowClient, run_id: str | None = None, experiment: str | None = None) -> Run:
-    """The parent run ``run_id``, else the latest comparison (in ``experiment`` when given)."""
+    """The parent run ``run_id``, else the latest comparison that finished (in ``experiment`` when given).
+
+    Newer comparisons that failed or are still running are skipped with a warning that names them: their
+    missing arms would make an empty or partial table look like the answer. Named by ``run_id``, an
+    unfinished one is read as it is, with a warning.
+    """
     if run_id is not None:
         try:
             run = client.get_run(run_id)
@@ -25,6 +36,9 @@ def find_comparison(client: MlflowClient, run_id: str | None = None, experiment:
             raise TrackingError(run_id, f"no such run ({' '.join(e.message.split())[:160]})") from None
         if run.data.tags.get(ROLE) != "comparison":
             raise TrackingError(run_id, "not a medtl comparison run (no tag medtl.role=comparison)")
+        if run.info.status != "FINISHED":
+            warnings.warn(f"comparison {run_id} is {run.info.status}: only the arms it finished are in the table",
+                          MedtlWarning, stacklevel=3)
         return run
     if experiment is not None:
         exp = client.get_experiment_by_name(experiment)
@@ -33,10 +47,19 @@ def find_comparison(client: MlflowClient, run_id: str | None = None, experiment:
         ids = [exp.experiment_id]
     else:
         ids = [e.experiment_id for e in client.search_experiments()]
-    runs = client.search_runs(ids, f"tags.`{ROLE}` = 'comparison'", order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(ids, f"tags.`{ROLE}` = 'comparison'", order_by=["attributes.start_time DESC"], max_results=50)
     if not runs:
         raise TrackingError(experiment or client.tracking_uri, "no medtl comparison found")
-    return runs[0]
+    done = next((i for i, r in enumerate(runs) if r.info.status == "FINISHED"), None)
+    newer = runs if done is None else runs[:done]
+    unfinished = ", ".join(f"{r.info.run_id} ({r.info.status})" for r in newer)
+    if done is None:
+        raise TrackingError(experiment or client.tracking_uri, f"no finished medtl comparison; the latest did not finish: "
+                                                               f"{unfinished} (pass its run id to read what it logged)")
+    if newer:
+        warnings.warn(f"skipped {len(newer)} newer comparison(s) that did not finish: {unfinished}; showing "
+                      f"{runs[done].info.run_id}, the latest that finished", MedtlWarning, stacklevel=3)
+    return runs[done]
 
 
 def arm_runs(client: MlflowClient, parent: Run) -> list[Run]:
@@ -71,3 +94,59 @@ def comparison_table(client: MlflowClient, parent: Run) -> pd.DataFrame:
         arms.append(SimpleNamespace(strategy=r.data.tags[STRATEGY], val_auc=m.get("best_val_auc", float("nan")),
                                     metrics=m, seconds=m.get("train_seconds", 0.0)))
     return results_table(arms) if arms else pd.DataFrame()
+
+
+def _relative(path: Path) -> str:
+    """``path`` relative to the working folder when inside it (shorter to copy), else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def venv_command(name: str) -> str:
+    """How to run this environment's ``name`` script (``.venv/bin/medtl``), as a person would type it."""
+    script = Path(sys.executable).parent / name
+    if script.is_file():
+        rel = _relative(script)
+        return shlex.quote(rel if os.sep in rel else f".{os.sep}{rel}")  # a bare name would be looked up on PATH
+    return f"{shlex.quote(sys.executable)} -m {name}" if name == "medtl" else name
+
+
+def ui_command(uri: str) -> str:
+    """The ``mlflow ui`` line that opens this store (a server is opened in the browser instead)."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return f"{venv_command('mlflow')} ui --backend-store-uri {shlex.quote('sqlite:///' + _relative(db))}"
+    return f"{venv_command('mlflow')} ui --backend-store-uri {shlex.quote(uri)}"
+
+
+def outcome_lines(comparison: Any, uri: str) -> list[str]:
+    """What a finished comparison chose, why, and where to look: the closing lines of ``medtl compare``.
+
+    Read from the comparison's own results (its table, best arm, registry decision), so the words
+    match the numbers printed above them.
+    """
+    table = comparison.table().sort_values("val_auc", ascending=False, kind="stable")
+    best = comparison.best.strategy
+    val = dict(zip(table["strategy"], table["val_auc"]))
+    others = [f"{s} {v:.3f}" for s, v in val.items() if s != best]
+    tie = [s for s, v in val.items() if s != best and abs(v - val[best]) < 1e-9]
+    why = (f"tied on validation AUC with {', '.join(tie)}, chosen on its lower validation loss" if tie
+           else "the highest mean validation AUC")
+    lines = [f"best: {best} (validation AUC {val[best]:.3f}" + (f"; others: {', '.join(others)}" if others else "")
+             + f"): {why}; the test set never chooses"]
+    reg = comparison.registry
+    if reg:
+        alias = reg["alias"]
+        line = f"registered {reg['name']} v{reg['version']} as '{alias}' ({reg['reason']})"
+        if alias != "champion" and reg.get("previous_champion"):
+            line += f"; models:/{reg['name']}@champion stays v{reg['previous_champion']}"
+        lines.append(line)
+        lines.append(f"use it: {venv_command('medtl')} predict models:/{reg['name']}@{alias} SCAN...")
+    if comparison.run_id:
+        lines.append(f"MLflow: experiment '{comparison.config.tracking.experiment}', comparison run {comparison.run_id} "
+                     f"(one child run per strategy and seed) in {uri}")
+        lines.append(f"look: {ui_command(uri)}   (then http://127.0.0.1:5000)"
+                     if not uri.startswith(("http://", "https://")) else f"look: {uri}")
+    return lines

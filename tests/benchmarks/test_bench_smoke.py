@@ -75,3 +75,10 @@ def test_bench_memory_child_measures_in_its_own_process(tmp_path: Path) -> None:
 
     r = measure("extract", 32, 32, 16)
     assert r["n"] == 32 and r["peak"] >= r["baseline"] > 0 and r["image_cache"] > 0 and r["feature_cache"] > 0
+
+
+def test_bench_demo_smoke(tmp_path: Path) -> None:
+    """The demo's pieces are timed (data, curation, each arm, the rest) from the demo's own config."""
+    smoke("bench_demo", tmp_path / "RESULTS.md")
+    row = re.search(r"^\| demo \(now\) \| 32 px \| 1/1 \|(.*)\|$", (tmp_path / "RESULTS.md").read_text(), re.M)
+    assert row and len(row.group(1).split("|")) == 8

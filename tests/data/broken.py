@@ -79,7 +79,7 @@ def build_corpus(root: Path) -> list[Broken]:
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
     ds.save_as(root / "report_object.dcm", enforce_file_format=False)
     add("DICOM that is not an image (structured report)", root / "report_object.dcm",
-        "no pixel data (not an image object: Basic Text SR Storage)")
+        "is a structured report (Basic Text SR Storage), not an image")
 
     ds = pydicom.dcmread(good)
     ds[0x00280010] = DataElement(0x00280010, "LO", "forty-eight")

@@ -55,7 +55,8 @@ def test_inspect_names_each_broken_input_in_one_line_and_reports_the_good_ones(c
     assert "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines() == [f"medtl: error: {b.path}: {b.problem}" for b in readable]
     results = json.loads(p.stdout)
-    assert [r["path"] for r in results] == good, "every good scan is still reported"
+    assert [r["path"] for r in results if "error" not in r] == good, "every good scan is still reported"
+    assert [(r["path"], r["error"]) for r in results if "error" in r] == [(str(b.path), b.problem) for b in readable]
 
 
 def test_compressed_dicom_without_its_decoder(corpus) -> None:

@@ -44,11 +44,30 @@ def test_planted_duplicates_and_a_patient_in_two_splits_are_found(tmp_path) -> N
     assert [sorted(Path(p).name for p in g) for g in result.duplicates] == [["copy_of_p0_0.dcm", "p0_0.dcm"]]
     assert result.leaking_patients == [hash_id("LEAK")]
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "- 2 rows in test, train: p0_0.dcm, copy_of_p0_0.dcm" in report
+    assert "- 2 rows in test, train, under 2 patient ids: p0_0.dcm, copy_of_p0_0.dcm" in report
     assert f"- {hash_id('LEAK')}: test, train" in report
     assert "splits: as given in the manifest" in report
     assert any("identical images sit in more than one split" in w for w in result.warnings)
     assert any("1 patient(s) appear in more than one split" in w for w in result.warnings)
+
+
+def test_label_typos_tiny_classes_and_one_file_under_two_patients_are_warned(tmp_path) -> None:
+    """Without --labels, 'Benign' and 'benign ' would silently train as two classes; a class with fewer
+    rows than splits cannot be in all three; one file listed for two patients is a wrong id."""
+    rows = [{"path": str(_scan(tmp_path, f"p{p}.dcm", p)), "label": ["benign", "malignant"][p % 2], "patient_id": f"P{p}"}
+            for p in range(10)]
+    rows += [{"path": str(_scan(tmp_path, "typo1.dcm", 50)), "label": "Benign", "patient_id": "P50"},
+             {"path": str(_scan(tmp_path, "typo2.dcm", 51)), "label": "benign ", "patient_id": "P51"},
+             {"path": rows[0]["path"], "label": "benign", "patient_id": "P99"}]  # p0.dcm again, another patient
+    result = curate(_write(rows, tmp_path / "m.csv"), tmp_path / "out", seed=0)
+    typo = [w for w in result.warnings if "differ only by case or spacing" in w]
+    assert len(typo) == 1 and "'Benign'" in typo[0] and "'benign '" in typo[0] and "'benign'" in typo[0]
+    assert sum("fewer than the 3 splits" in w for w in result.warnings) == 2  # 'Benign' and 'benign ', one row each
+    assert any("1 file(s) appear under more than one patient id" in w for w in result.warnings)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "- p0.dcm: 2 patient ids" in report and "under 2 patient ids: p0.dcm, p0.dcm" in report
+    checked = curate(_write(rows[:10], tmp_path / "m2.csv"), tmp_path / "out2", seed=0, labels=["benign", "malignant"])
+    assert checked.warnings == []
 
 
 def test_a_clean_manifest_reports_no_duplicates_or_leakage(tmp_path) -> None:

@@ -72,3 +72,13 @@ def test_real_breastmnist_through_the_commands(tmp_path) -> None:
         bundle = load_data(DataConfig(npz=npz))
         assert np.array_equal(bundle.splits["test"][4]["image"], z["test_images"][4])
         assert len(bundle.splits["train"]) == len(z["train_images"]) == 546
+
+
+def test_import_writes_the_path_as_given_not_its_symlink_target(tmp_path) -> None:
+    """A linked data folder (shared storage, a mounted volume) stays the path the user gave."""
+    (tmp_path / "store").mkdir()
+    _npz(tmp_path / "store" / "tinymnist.npz")
+    (tmp_path / "data").symlink_to(tmp_path / "store")
+    manifest = import_medmnist(tmp_path / "data" / "tinymnist.npz", tmp_path / "imported")
+    df = pd.read_csv(manifest, dtype=str)
+    assert df["path"][0] == "../data/tinymnist.npz#train/0"

@@ -53,8 +53,9 @@ def test_torchvision_spec_from_weights_metadata() -> None:
     assert {"resnet18", "resnet50", "densenet121", "efficientnet_b0", "convnext_tiny", "efficientnet_lite0"} <= set(list_backbones())
 
 
-def test_missing_torchvision_checkpoint_is_a_clear_error(tmp_path, monkeypatch) -> None:
-    """Offline with no checkpoint: an error that says which file goes where, never random weights."""
+def test_missing_torchvision_checkpoint_is_a_clear_error(tmp_path, monkeypatch, capfd) -> None:
+    """Offline with no checkpoint: an error that says which file goes where, never random weights, and
+    not torch.hub's "Downloading: https://..." line before it (stdout is medtl's tables)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
     import urllib.request
@@ -67,6 +68,8 @@ def test_missing_torchvision_checkpoint_is_a_clear_error(tmp_path, monkeypatch) 
         build_backbone("resnet18", pretrained=True)
     msg = str(e.value)
     assert "resnet18-f37072fd.pth" in msg and str(tmp_path) in msg
+    out, err = capfd.readouterr()
+    assert "Downloading" not in out + err
 
 
 def test_groups_are_ordered_and_head_is_new() -> None:

@@ -1,5 +1,6 @@
 """A small comparison on the tiny backbone, tracked in a real sqlite MLflow store, read back through MlflowClient."""
 
+import base64
 import json
 import re
 from importlib import metadata
@@ -12,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from medtl import api
+from medtl.errors import ScanError
 from medtl.privacy import is_hashed
 from tests.conftest import artifact_files, tiny_config
 
@@ -89,7 +91,8 @@ def test_artifacts_a_person_would_look_at(tracked) -> None:
         assert list(preds.columns) == ["domain", "patient", "label", "predicted", "p_clear", "p_marker"]
         assert len(preds) == r.data.metrics["test_n"] and all(is_hashed(p) for p in preds["patient"])
         card = (run_dir / "model_card.md").read_text()
-        for section in ("## Intended use", "## Data", "## Performance", "## Limitations", "scanner_a", "scanner_b"):
+        for section in ("## Intended use", "## Input arrays", "units: HU", "## Data", "## Performance", "## Limitations",
+                        "scanner_a", "scanner_b"):
             assert section in card, section
         auc = r.data.metrics["test_auc"]
         assert f"{auc:.3f} [{r.data.metrics['test_auc_ci_low']:.3f}, {r.data.metrics['test_auc_ci_high']:.3f}]" in card
@@ -100,12 +103,14 @@ def test_model_signature_example_requirements_and_card(tracked) -> None:
     mv = client.get_model_version_by_alias("tiny-model", "champion")
     info = mlflow.models.get_model_info("models:/tiny-model@champion")
     sig = info.signature
-    assert [c.name for c in sig.outputs.inputs] == ["clear", "marker"]
-    assert all(c.type == mlflow.types.DataType.double for c in sig.outputs.inputs)
-    assert len(sig.inputs.inputs) == 1
+    assert [c.name for c in sig.outputs.inputs] == ["clear", "marker", "label", "error"]
+    assert [c.type for c in sig.outputs.inputs] == [mlflow.types.DataType.double] * 2 + [mlflow.types.DataType.string] * 2
+    assert [c.name for c in sig.inputs.inputs] == ["path", "content", "image", "filename", "modality", "units", "photometric"]
+    assert not any(c.required for c in sig.inputs.inputs)
     local = Path(mlflow.artifacts.download_artifacts("models:/tiny-model@champion"))
     example = json.loads((local / "input_example.json").read_text())
-    assert example["columns"] == ["image"] and np.asarray(example["data"][0][0]).shape == (48, 48)
+    assert example["columns"] == ["content", "filename"]
+    assert base64.b64decode(example["data"][0][0])[128:132] == b"DICM", "a made-up DICOM's bytes, not a path"
     reqs = (local / "requirements.txt").read_text().split()
     assert reqs and all("==" in r for r in reqs)
     for r in reqs:
@@ -133,29 +138,35 @@ def test_champion_predicts_like_medtl_predict(tracked, identified_data, capsys) 
     dcm = next(p for p in test.path if p.endswith(".dcm"))
     nii = next(p for p in test.path if p.endswith(".nii.gz"))
     model = mlflow.pyfunc.load_model("models:/tiny-model@champion")
-    out = model.predict([dcm])
-    assert list(out.columns) == ["clear", "marker"]
+    out = model.predict(pd.DataFrame({"path": [dcm]}))
+    assert list(out.columns) == ["clear", "marker", "label", "error"] and out["error"][0] is None
+    out = out[["clear", "marker"]]
     np.testing.assert_allclose(out.to_numpy().sum(1), 1.0, rtol=1e-6)
     rc, stdout, stderr = _cli(capsys, "predict", "models:/tiny-model@champion", dcm, "--json")
     assert rc == 0, stderr
     cli = json.loads(stdout)[0]["probabilities"]
     np.testing.assert_allclose([cli["clear"], cli["marker"]], out.to_numpy()[0], rtol=1e-5)
-    both = model.predict(pd.DataFrame({"path": [dcm, nii], "domain": ["a", "b"]}))
+    both = model.predict(pd.DataFrame({"path": [dcm, nii], "domain": ["a", "b"]}))[["clear", "marker"]]
     np.testing.assert_allclose(both.to_numpy()[0], out.to_numpy()[0], rtol=1e-5)
     np.testing.assert_allclose(both.to_numpy().sum(1), 1.0, rtol=1e-6)
 
 
-def test_arrays_pass_the_signature_as_one_column(tracked) -> None:
-    from medtl.tracking.pyfunc import input_example
+def test_declared_arrays_pass_the_signature_in_an_image_column(tracked) -> None:
+    from medtl.data.synthetic import phantom
+    from medtl.tracking.pyfunc import ScanArray
 
     model = mlflow.pyfunc.load_model("models:/tiny-model@champion")
     clf = api.load_model("models:/tiny-model@champion")
-    arr = input_example()["image"][0]
-    direct = clf.predict_proba([arr])
-    for form in (pd.DataFrame({"image": [arr, arr]}), {"image": [arr, arr]}, pd.DataFrame({"image": [arr.tolist()] * 2})):
-        np.testing.assert_allclose(model.predict(form).to_numpy(), np.repeat(direct, 2, 0), rtol=1e-5)
-    with pytest.raises(Exception, match="one column"):
+    arr = np.round(phantom(np.random.default_rng(0), marker=False, size=48, slices=1)[0]).astype(np.int16)  # HU
+    direct = clf.predict_proba([ScanArray(arr, modality="CT", units="HU", photometric="MONOCHROME2")])
+    said = {"modality": ["CT"] * 2, "units": ["HU"] * 2, "photometric": ["MONOCHROME2"] * 2}
+    for form in (pd.DataFrame({"image": [arr, arr], **said}), {"image": [arr, arr], **said},
+                 pd.DataFrame({"image": [arr.tolist()] * 2, **said})):
+        np.testing.assert_allclose(model.predict(form)[["clear", "marker"]].to_numpy(), np.repeat(direct, 2, 0), rtol=1e-5)
+    with pytest.raises(Exception, match="pass a table"):
         model.predict(arr)  # MLflow would spread a bare array over table columns: refused, with the form to use
+    with pytest.raises(ScanError, match="does not say what its values are"):
+        clf.predict_proba([arr])  # issue 20: an int16 array might be HU or stored values; it must say
 
 
 def test_no_patient_identifier_reaches_the_store(tracked, identified_data) -> None:
@@ -250,6 +261,44 @@ def test_a_bad_scan_costs_only_its_row(tracked, identified_data, tmp_path, capsy
     assert rc == 1 and len(stderr.strip().splitlines()) == 1 and "['cyst'] unknown to the model" in stderr
     rc, stdout, stderr = _cli(capsys, "predict", "models:/no-such-model@champion", good)
     assert rc == 1 and stderr.startswith("medtl: error: models:/no-such-model@champion: cannot load this model")
+
+
+def test_compare_ends_with_what_was_chosen_why_and_where(tracked) -> None:
+    from medtl.tracking.results import outcome_lines
+
+    comp, uri, *_ = tracked
+    lines = outcome_lines(comp, uri)
+    assert lines[0].startswith(f"best: {comp.best.strategy} (validation AUC") and "test set never chooses" in lines[0]
+    assert "registered tiny-model v1 as 'champion' (no champion yet)" in lines[1]
+    assert any(comp.run_id in ln and "experiment 'tiny'" in ln for ln in lines)
+    assert any("mlflow ui --backend-store-uri sqlite:///mlflow.db" in ln for ln in lines), lines
+
+
+def test_evaluate_scores_the_test_split_unless_told(tracked, identified_data, capsys) -> None:
+    """A curated manifest holds the training rows too: by default only its test split is scored, and
+    asking for training rows is warned about; the shift metrics computed are printed."""
+    comp, uri, client, parent, children, folder = tracked
+    manifest, _ = identified_data
+    n_test = int((pd.read_csv(manifest).split == "test").sum())
+    rc, stdout, stderr = _cli(capsys, "evaluate", "models:/tiny-model@champion", str(manifest), "--bootstrap", "20", "--json")
+    assert rc == 0, stderr
+    out = json.loads(stdout)
+    assert out["split"] == "test" and out["overall"]["n"] == n_test
+    rc, stdout, stderr = _cli(capsys, "evaluate", "models:/tiny-model@champion", str(manifest), "--bootstrap", "20")
+    assert rc == 0 and "(the test split)" in stdout and "domain shift from" in stdout and "mmd" in stdout
+    rc, stdout, stderr = _cli(capsys, "evaluate", "models:/tiny-model@champion", str(manifest), "--bootstrap", "20",
+                              "--split", "all")
+    assert rc == 0 and "medtl: warning:" in stderr and "train split" in stderr
+
+
+def test_results_skip_a_newer_comparison_that_failed(tracked) -> None:
+    """A comparison that failed after starting must not become "the latest": its table would be empty."""
+    comp, uri, client, parent, children, _ = tracked
+    failed = client.create_run(parent.info.experiment_id, run_name="crashed", tags={"medtl.role": "comparison"})
+    client.set_terminated(failed.info.run_id, "FAILED")
+    with pytest.warns(UserWarning, match=f"did not finish: {failed.info.run_id} \\(FAILED\\)"):
+        table = api.results()
+    assert len(table) and table.attrs["run_id"] != failed.info.run_id and table.attrs["status"] == "FINISHED"
 
 
 def test_logged_models_sit_in_the_comparison_experiment_and_mlflow_s_current_one_is_untouched(tracked) -> None:

@@ -50,7 +50,7 @@ def test_round_trip_through_a_real_server(mlflow_server, identified_data, tmp_pa
     assert mv.tags["medtl.decision"] == "champion"
     test = pd.read_csv(manifest)
     dcm = next(p for p in test[test.split == "test"].path if p.endswith(".dcm"))
-    out = mlflow.pyfunc.load_model("models:/roundtrip-model@champion").predict([dcm])
+    out = mlflow.pyfunc.load_model("models:/roundtrip-model@champion").predict(pd.DataFrame({"path": [dcm]}))[["clear", "marker"]]
     np.testing.assert_allclose(out.to_numpy().sum(1), 1.0, rtol=1e-6)
     ours = api.predict("models:/roundtrip-model@champion", [dcm])
     np.testing.assert_allclose(ours[["p_clear", "p_marker"]].to_numpy(), out.to_numpy(), rtol=1e-5)

@@ -18,7 +18,9 @@ version for that reason.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +43,23 @@ from medtl.data.readers.dicom_checks import (
     plain_value,
     slice_normal,
 )
+from medtl.data.readers.dicom_objects import (
+    check_image_object,
+    decode_failure,
+    not_an_image,
+    palette_rgb,
+    palette_step,
+    sop_class,
+)
 from medtl.data.readers.info import ScanInfo, axcodes, channel_first, check_size, mm
 from medtl.data.readers.wording import PlainError, reason
 from medtl.errors import ScanError
 from medtl.privacy import SAFE_DICOM_KEYWORDS, hash_id
 
-# MONAI announces on every pydicom decode that NVIDIA's GPU codec is absent; that is not news to a user
-logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
 _DICOMDIR = "1.2.840.10008.1.3.10"
 _SLICES_FIRST = "medtl.slices_first"  # meta flag: the array is (rows, slices, cols), see _combine_dicom_series
+_PALETTE = "medtl.palette"  # meta: how PALETTE COLOR indices became RGB (a step ScanInfo.applied starts with)
 
 
 class MedtlDicomReader(PydicomReader):
@@ -125,12 +134,15 @@ class MedtlDicomReader(PydicomReader):
         check_truncated(img)
         if check_values:
             check_types(img, values=True)
+        check_image_object(img)
         try:
             data = img.pixel_array
-        except Exception:
+        except Exception as e:
             check_types(img, values=False)
             check_pixel_data(img)
-            raise
+            raise PlainError(decode_failure(img, e)) from None
+        if img.get("PhotometricInterpretation") == "PALETTE COLOR":
+            data = palette_rgb(img, data)
         frames = int(img.get("NumberOfFrames", 1) or 1)
         if frames > 1:
             geometry = frame_geometry(img)
@@ -179,6 +191,8 @@ class MedtlDicomReader(PydicomReader):
         if tsuid is not None:
             meta["dicom.TransferSyntax"] = f"{tsuid.name} ({tsuid})" if tsuid.is_transfer_syntax else str(tsuid)
         meta["dicom.rescaled"] = pixel_rescale(img) is not None
+        if img.get("PhotometricInterpretation") == "PALETTE COLOR":
+            meta[_PALETTE] = palette_step(img)
         return meta
 
 
@@ -236,11 +250,12 @@ class DicomScanReader(MonaiScanReader):
         return MedtlDicomReader()
 
     def read(self, path: Path) -> MetaTensor:
+        _quiet_gpu_codec_notice()
         if path.is_file() and not pydicom.misc.is_dicom(path):
             try:  # DICOM without the 128-byte preamble is still DICOM
                 pydicom.dcmread(path, stop_before_pixels=True)
             except Exception:  # noqa: BLE001
-                raise ScanError(path, "not a DICOM, NIfTI or image file") from None
+                raise ScanError(path, _without_file_meta(path)) from None
         return super().read(path)
 
     def get_data(self, loaded: MetaTensor, path: Path) -> tuple[MetaTensor, ScanInfo]:
@@ -257,6 +272,9 @@ class DicomScanReader(MonaiScanReader):
         info.color = int(hdr.get("SamplesPerPixel", 1) or 1) > 1
         info.bits = int(hdr["BitsStored"]) if "BitsStored" in hdr else None
         info.header = hdr
+        palette = meta.pop(_PALETTE, None)
+        if palette is not None:  # indices became RGB on 0..255
+            info.color, info.bits, info.applied = True, 8, (palette,)
         if info.kind == "dicom" and info.frames > 1:
             info.kind = "dicom-multiframe"
         info.raw_shape, info.raw_axes = _raw_layout(info, tuple(int(s) for s in img.shape))
@@ -265,6 +283,13 @@ class DicomScanReader(MonaiScanReader):
         info.spacing = _spacing(info, meta)
         info.orientation = _orientation(info, meta)
         return channel_first(img, meta, info.color), info
+
+
+@lru_cache(maxsize=1)
+def _quiet_gpu_codec_notice() -> None:
+    """MONAI announces on every pydicom decode that NVIDIA's GPU codec is absent; that is not news to a
+    user. Set when DICOM is first read, not on import (importing medtl changes no process-wide state)."""
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
 
 def _raw_layout(info: ScanInfo, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[str, ...]]:
@@ -297,3 +322,22 @@ def _orientation(info: ScanInfo, meta: dict) -> str | None:
     if info.volume:
         by_axis |= {"slices": codes[2], "frames": codes[2]}
     return "".join(by_axis[a] for a in info.raw_axes if a in by_axis)
+
+
+def _without_file_meta(path: Path) -> str:
+    """A file pydicom reads only when forced: a bare DICOM dataset (no preamble, no file meta) is said
+    to be one, by its SOP class; anything else is not a file medtl reads."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=["SOPClassUID"])
+        uid = sop_class(ds)
+    except Exception:  # noqa: BLE001
+        uid = None
+    if uid is None or uid.name == str(uid):  # no SOP class pydicom knows: not evidence of DICOM
+        return "not a DICOM, NIfTI or image file"
+    problem = not_an_image(ds)
+    if problem is not None:
+        return problem
+    return (f"a bare DICOM dataset ({uid.name}) without the file meta header that says how its pixels are "
+            "encoded; export it again as a DICOM file (Part 10)")

@@ -52,15 +52,30 @@ def check_types(ds: pydicom.Dataset, values: bool = True) -> None:
         elem = ds.get_item(tag)
         if elem is not None and elem.VR and elem.VR not in expected and elem.VR != "UN":
             raise PlainError(f"header element {kw} {Tag(tag)} has the wrong value representation "
-                         f"(VR {elem.VR}, the standard says {' or '.join(expected)})")
+                             f"(VR {elem.VR}, the standard says {' or '.join(expected)})")
     if not values:
         return
+    for kw in ("Rows", "Columns", "BitsAllocated", "BitsStored", "SamplesPerPixel", "PixelRepresentation",
+               "NumberOfFrames"):
+        _whole_number(ds, kw)
     for kw in ("PixelSpacing", "ImagePositionPatient", "ImageOrientationPatient", "SliceThickness",
                "RescaleSlope", "RescaleIntercept"):
         float_values(ds, kw)
     spacing = float_values(ds, "PixelSpacing")
     if spacing is not None and (len(spacing) != 2 or min(spacing) < 0):
         raise PlainError("header element PixelSpacing (0028,0030) must be two numbers of at least 0")
+
+
+def _whole_number(ds: pydicom.Dataset, keyword: str) -> None:
+    """An integer element pydicom cannot convert (e.g. NumberOfFrames written "1A") named, its value not repeated."""
+    if keyword not in ds:
+        return
+    try:
+        value = ds[keyword].value
+        if value not in (None, ""):
+            int(value)
+    except (TypeError, ValueError):
+        raise PlainError(f"header element {keyword} {Tag(tag_for_keyword(keyword))} is not a whole number") from None
 
 
 def check_truncated(ds: pydicom.Dataset) -> None:
@@ -101,7 +116,7 @@ def check_pixel_data(ds: pydicom.Dataset) -> None:
         raise PlainError(f"compressed pixel data ({tsuid.name}) that no DICOM decoder can read") from None
     if not decoder.is_available:
         raise PlainError(f"compressed pixel data ({tsuid.name}) and no decoder installed "
-                     "(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg)")
+                         "(pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg)")
 
 
 def _check_native_length(ds: pydicom.Dataset) -> None:

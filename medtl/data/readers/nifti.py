@@ -24,12 +24,13 @@ class MedtlNibabelReader(NibabelReader):
     NIfTI voxels are stored i-fastest (Fortran order); MONAI's ``LoadImage`` copies whatever a
     reader returns into C order, a strided copy that costs a third of reading a gzipped volume.
     The transpose of a Fortran-ordered array is C-ordered, so this reader returns that (no copy)
-    and ``NiftiScanReader.get_data`` turns it back into (i, j, k[, t]) as a view. (A private
-    method of ``NibabelReader``: see the bound on ``monai`` in pyproject.toml.)
+    and ``NiftiScanReader.get_data`` turns it back into (i, j, k[, t]) as a view. Only the public
+    ``get_data`` is overridden; one file at a time (``read_scan`` never passes a list).
     """
 
-    def _get_array_data(self, img: Any, filename: Any) -> np.ndarray:
-        return super()._get_array_data(img, filename).T
+    def get_data(self, img: Any) -> tuple[np.ndarray, dict]:
+        data, meta = super().get_data(img)
+        return data.T, meta
 
 
 class NiftiScanReader(MonaiScanReader):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import textwrap
 import zlib
 
 from pydicom.errors import InvalidDicomError
@@ -21,7 +22,7 @@ class PlainError(ValueError):
 def _scrub(text: str) -> str:
     """Library messages may quote header values: drop anything quoted."""
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", " ".join(text.split()))
-    return text[:160]
+    return textwrap.shorten(text, 160, placeholder=" …")  # cut between words, never inside one
 
 
 def reason(e: BaseException) -> str:
