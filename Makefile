@@ -25,7 +25,9 @@ test: install
 # every benchmark, each rewriting its section of benchmarks/RESULTS.md (see benchmarks/README.md)
 bench: install
 	$(BIN)/python benchmarks/bench_loading.py
+	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_frozen_cache.py
+	$(BIN)/python benchmarks/bench_hostile.py
 	$(BIN)/python benchmarks/bench_speed.py
 	$(BIN)/python benchmarks/bench_memory.py
 	$(BIN)/python benchmarks/bench_demo.py

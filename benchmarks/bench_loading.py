@@ -19,6 +19,10 @@ Rows:
 * medtl cached epoch (memory / disk): MONAI ``CacheDataset`` / ``PersistentDataset`` after
   the cache is filled, as every later epoch reads it. Target: at least 5 x plain.
 * DataLoader first epoch, 0 vs auto worker processes (uncached), to show what workers add here.
+* DICOM export indexing (files/s, not scans/s): ``medtl index`` (header-only reads of the tags it
+  needs, grouping, the side report) against a plain pydicom header walk (``os.walk`` +
+  ``dcmread(stop_before_pixels=True)`` of every file) over the same mixed folder of series slices
+  and single files under shuffled names.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import SHARED, header, load_average, write_section  # noqa: E402
 from medtl.config import PreprocessConfig  # noqa: E402
 from medtl.data.datasets import image_dataset, loader, resolve_workers  # noqa: E402
+from medtl.data.index import index_export  # noqa: E402
 from medtl.data.readers import read_scan  # noqa: E402
 from medtl.data.synthetic import write_ct_series, write_nifti  # noqa: E402
 from medtl.data.transforms import scan_transforms  # noqa: E402
@@ -186,6 +191,42 @@ def bench_workload(name: str, paths: list[Path], plain: Callable[[Path], np.ndar
     ]
 
 
+def plain_header_walk(folder: Path) -> int:
+    n = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            pydicom.dcmread(Path(root) / name, stop_before_pixels=True)
+            n += 1
+    return n
+
+
+def bench_indexing(sources: list[Path], work: Path, copies: int, repeats: int) -> list[dict]:
+    """An export of ``copies`` x every source file (series slices and single files) in one folder,
+    shuffled names, every copy a distinct series/instance as on a real CD."""
+    from pydicom.uid import generate_uid
+
+    export = work / "export"
+    export.mkdir()
+    rng = np.random.default_rng(0)
+    files = [f for s in sources for f in (sorted(s.iterdir()) if s.is_dir() else [s])]
+    for c in range(copies):
+        uids: dict[str, str] = {}
+        for f in files:
+            ds = pydicom.dcmread(f)
+            ds.SeriesInstanceUID = uids.setdefault(str(ds.get("SeriesInstanceUID")), generate_uid())
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.save_as(export / f"{rng.integers(1 << 40):010x}")
+    n = len(files) * copies
+    plain_header_walk(export), index_export([export], work / "index.csv")  # warm-up
+    plain_r = _rate(lambda: plain_header_walk(export), repeats)
+    index_r = _rate(lambda: (index_export([export], work / "index.csv"), n)[1], repeats)
+    name = f"DICOM export, {n} files (files/s)"
+    return [{"workload": name, "method": "plain pydicom header walk (dcmread stop_before_pixels)", "scans_s": plain_r,
+             "ratio": 1.0, "target": None, "met": None, "by_file": {}},
+            {"workload": name, "method": "medtl index (tags it needs, grouping, report)", "scans_s": index_r,
+             "ratio": index_r / plain_r, "target": None, "met": None, "by_file": {}}]
+
+
 # -- report ---------------------------------------------------------------------------------------
 
 
@@ -247,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         niftis, nifti_desc = _nifti_sources(work, a.smoke)
         rows = bench_workload("DICOM series folder", _copies([series], work / "s", copies), plain_series, repeats, work, a.size)
         rows += bench_workload("NIfTI volumes", _copies(niftis, work / "n", copies), plain_nifti, repeats, work, a.size)
+        singles = sorted((SHARED / "dicom" / "single").glob("*.dcm")) if not a.smoke else []
+        rows += bench_indexing([series, *singles], work, copies * 5, repeats)
     load_after = load_average()
     print(table(rows))
     print(by_file_note(rows))

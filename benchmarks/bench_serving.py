@@ -40,7 +40,8 @@ CLASSES = ["clear", "marker"]
 def log_random_model(name: str, backbone: str = "resnet18", size: int = 224) -> str:
     """A randomly initialised ``backbone`` logged like a comparison's model, registered as ``name@champion``.
 
-    The tracking URI must already point at the store. Head weights are scaled up so that different
+    The store is MLFLOW_TRACKING_URI's (else medtl's default), connected here: an earlier caller in the
+    same process may have pointed MLflow at another store. Head weights are scaled up so that different
     scans get clearly different probabilities (a comparison of two paths then proves something).
     """
     import mlflow
@@ -52,6 +53,7 @@ def log_random_model(name: str, backbone: str = "resnet18", size: int = 224) -> 
     from medtl.models.transfer import create_model
     from medtl.tracking.provenance import pip_requirements
     from medtl.tracking.pyfunc import log_classifier, model_meta
+    from medtl.tracking.store import connect
 
     torch.manual_seed(0)
     model, _ = create_model(backbone, len(CLASSES), pretrained=False, spec=input_spec(backbone, size))
@@ -60,7 +62,7 @@ def log_random_model(name: str, backbone: str = "resnet18", size: int = 224) -> 
             if p.ndim == 2:
                 p.mul_(20)
     meta = model_meta(model, CLASSES, PreprocessConfig(assume_modality="CT", window="lung"), "linear", "full")
-    client = MlflowClient()  # explicit ids: MLflow's process-wide current experiment and run stay untouched
+    client = MlflowClient(connect())  # explicit ids: MLflow's process-wide current experiment and run stay untouched
     experiment = client.get_experiment_by_name("serving")
     run = client.create_run(experiment.experiment_id if experiment else client.create_experiment("serving"))
     uri = log_classifier(run.info.run_id, model, meta, f"# Model card: {name}\n", pip_requirements(), tags={})

@@ -9,14 +9,16 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import pandas as pd
 
 from medtl.config import ExperimentConfig, PreprocessConfig, load_config
 
-__all__ = ["compare", "curate", "demo", "evaluate", "import_medmnist", "input_spec", "inspect_scan", "is_main_process",
+if TYPE_CHECKING:  # pandas loads where a table is made: `medtl inspect` answers without it
+    import pandas as pd
+
+__all__ = ["compare", "curate", "demo", "evaluate", "import_medmnist", "index", "input_spec", "inspect_scan", "is_main_process",
            "load_model", "load_scan", "predict", "preview", "resolve_config", "results"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -117,7 +119,7 @@ def inspect_scan(path: str | Path, backbone: str = "efficientnet_lite0", preproc
         "path": str(path), "kind": info.kind, "modality": info.modality, "photometric": info.photometric,
         "transfer_syntax": info.transfer_syntax, "raw_shape": list(info.raw_shape), "raw_axes": list(info.raw_axes),
         "spacing": None if info.spacing is None else list(info.spacing), "orientation": info.orientation,
-        "frames": info.frames, "in_hu": info.in_hu, "value_units": "HU" if info.in_hu else "stored values",
+        "frames": info.frames, "tilt_deg": info.tilt_deg, "slice_gaps": info.slice_gaps, "in_hu": info.in_hu, "value_units": "HU" if info.in_hu else "stored values",
         "value_range": [float(finite.min()), float(finite.max())] if finite.numel() else None,
         "backbone": backbone, "input_shape": list(x.shape), "dtype": str(x.dtype).removeprefix("torch."),
         "input_mean": float(x.mean()), "input_std": float(x.std()),
@@ -143,6 +145,14 @@ def curate(manifest: str | Path, out: str | Path, seed: int = 0, **kwargs: Any):
     from medtl.data.curate import curate as _curate
 
     return _curate(manifest, out, seed=seed, **kwargs)
+
+
+@_quiet
+def index(folders: list[str | Path], out: str | Path, **kwargs: Any):  # noqa: ANN201
+    """A DICOM export (nested folders, mixed series, DICOMDIR) as a manifest; see ``medtl.data.index``."""
+    from medtl.data.index import index_export
+
+    return index_export(folders, out, **kwargs)
 
 
 @_quiet
@@ -202,10 +212,10 @@ def load_model(uri: str, tracking_uri: str | None = None):  # noqa: ANN201
     from mlflow.exceptions import MlflowException
 
     from medtl.errors import TrackingError
-    from medtl.tracking.store import connect
+    from medtl.tracking.store import connect_for_model
     from medtl.tracking.tracker import load_classifier
 
-    connect(tracking_uri)
+    connect_for_model(uri, tracking_uri)
     try:
         return load_classifier(uri)
     except MlflowException as e:
@@ -216,6 +226,8 @@ def load_model(uri: str, tracking_uri: str | None = None):  # noqa: ANN201
 def predict(uri: str, paths: list[str | Path], tracking_uri: str | None = None) -> pd.DataFrame:
     """One row per scan: path, probability per class, predicted label, and ``error`` (missing, or why the
     scan could not be read: its probabilities are then NaN and the other scans are unaffected)."""
+    import pandas as pd
+
     from medtl.metrics.classification import predicted_labels
 
     clf = load_model(uri, tracking_uri)

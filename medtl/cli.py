@@ -204,6 +204,8 @@ def _inspect_text(r: dict[str, Any]) -> str:
     lines.append("  " + head)
     if r["transfer_syntax"]:
         lines.append(f"  transfer syntax {r['transfer_syntax']}")
+    if r.get("slice_gaps"):
+        lines.append(f"  slice geometry: gantry tilt {r['tilt_deg']:.2f}°, slice gaps {_join(r['slice_gaps'], '..')} mm")
     if r["value_range"]:
         lines.append(f"  values {_join(r['value_range'], '..')} ({r['value_units']})")
     lines.append(f"  -> {r['backbone']}: {_join(r['input_shape'])} {r['dtype']}, mean {r['input_mean']:.3f} std {r['input_std']:.3f}")
@@ -216,6 +218,7 @@ def cmd_inspect(a: argparse.Namespace) -> int:
     from medtl.errors import MedtlError
 
     pp = _preprocess_arg(a.preprocess)
+    api.input_spec(a.backbone, pp.size)  # an unknown backbone is a usage error (exit 2), not each scan's failure
     failed = 0
     results = []
     for p in a.paths:
@@ -240,19 +243,58 @@ def cmd_preview(a: argparse.Namespace) -> int:
     return 0
 
 
+def _names(value: str | None) -> list[str] | None:
+    """A comma-separated list of names; None when the option was not given."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
 def cmd_curate(a: argparse.Namespace) -> int:
     from medtl import api
 
     fields = [f.strip() for f in a.domain_from.split(",") if f.strip()] if a.domain_from else None
     labels = [v.strip() for v in a.labels.split(",") if v.strip()] if a.labels else None
     r = api.curate(a.manifest, a.out, seed=a.seed, labels=labels, domain_from=fields,
-                   preprocess=_preprocess_arg(a.preprocess))
+                   preprocess=_preprocess_arg(a.preprocess), keep_columns=_names(a.keep_columns))
     print(f"kept {len(r.manifest)} rows, quarantined {len(r.quarantine)}; "
           f"{len(r.duplicates)} duplicate group(s); {len(r.leaking_patients)} patient(s) across splits")
     for line in r.warnings:
         print(f"warning: {line}")
     print(f"wrote {Path(a.out) / 'manifest.csv'}, {Path(a.out) / 'quarantine.csv'}, {Path(a.out) / 'report.md'}")
     return 0
+
+
+def cmd_index(a: argparse.Namespace) -> int:
+    from medtl import api
+    from medtl.data.index import report_path
+
+    if (a.labels is None) != (a.on is None):
+        from medtl.errors import ConfigError
+
+        raise ConfigError("--labels/--on", "give both: --labels SHEET.csv --on patient|study|accession")
+    fields = [f.strip() for f in a.domain_from.split(",") if f.strip()] if a.domain_from else None
+    r = api.index(a.folders, a.out, labels=a.labels, on=a.on or "patient", domain_from=fields, pick=a.pick)
+    m = r.manifest
+    print(f"indexed {r.files} files: {len(m)} rows ({m['patient_id'].nunique()} patients, {m['study_id'].nunique()} studies); "
+          f"{len(r.non_images)} non-image objects, {len(r.not_dicom)} files not DICOM")
+    for line in r.warnings:
+        print(f"warning: {line}")
+    if a.labels is None:
+        print("next: fill the label column (or rerun with --labels SHEET.csv --on patient), then medtl curate")
+    print(f"wrote {a.out}, {report_path(a.out)}")
+    return 0
+
+
+def _add_index_parser(sub: Any) -> None:
+    x = sub.add_parser("index", help="a hospital DICOM export (nested folders, mixed series, DICOMDIR) as a manifest",
+                       epilog=_example("medtl index export/ --out work/manifest.csv --labels labels.csv --on patient "
+                                       "--pick largest-axial"))
+    x.add_argument("folders", nargs="+", metavar="DIR", help="export folders (searched recursively)")
+    x.add_argument("--out", required=True, help="the manifest CSV to write (a .report.md is written beside it)")
+    x.add_argument("--labels", metavar="SHEET.csv", help="label sheet: a 'label' column and the --on key column")
+    x.add_argument("--on", choices=["patient", "study", "accession"], help="what the label sheet is keyed on")
+    x.add_argument("--domain-from", metavar="FIELDS", help="domain from DICOM headers, as in curate")
+    x.add_argument("--pick", metavar="RULE", help="one series per study: largest-axial, largest or description:PATTERN")
+    x.set_defaults(func=cmd_index)
 
 
 def cmd_import_medmnist(a: argparse.Namespace) -> int:
@@ -425,7 +467,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "(coded, never the name), slice_thickness, field_strength, kernel, modality, body_part")
     c.add_argument("--preprocess", action="append", default=[], metavar="KEY=VALUE",
                    help="a preprocess setting used to prove each scan becomes a backbone input (repeatable)")
+    c.add_argument("--keep-columns", metavar="COLUMNS",
+                   help="comma-separated extra manifest columns to copy into the curated manifest (path, label, "
+                        "patient_id, domain and split always are; no other column is)")
     c.set_defaults(func=cmd_curate)
+
+    _add_index_parser(sub)
 
     n = sub.add_parser("import-medmnist", help="a manifest for a MedMNIST .npz (official splits kept)",
                        epilog=_example("medtl import-medmnist data/breastmnist.npz --out breast --limit 100"))
@@ -477,6 +524,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from medtl import _lazy_monai
+
+    _lazy_monai.install()  # the command owns its process: MONAI's optional imports wait until used
     args = build_parser().parse_args(argv)
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
     _show_warnings()

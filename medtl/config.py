@@ -83,6 +83,20 @@ class ShiftConfig(_Strict):
     gradcam: int = Field(default=3, ge=0, description="Grad-CAM overlays: scans per side (source, target); 0: none")
 
 
+# CT window presets, (level, width) in HU: the usual radiology presets (Radiopaedia "Windowing (CT)").
+# Here, beside the setting that names them, so a typo is refused when the config is read.
+WINDOWS: dict[str, tuple[float, float]] = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "soft_tissue": (40.0, 400.0),
+    "abdomen": (60.0, 400.0),
+    "liver": (30.0, 150.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+    "subdural": (75.0, 215.0),
+    "stroke": (32.0, 8.0),
+}
+
 class SelectionConfig(_Strict):
     """Label-free model selection (``medtl.experiment.selection``): on when there are unlabelled target scans."""
 
@@ -117,6 +131,20 @@ class PreprocessConfig(_Strict):
     volume_index: int = Field(default=0, ge=0, description="which volume of a 4D NIfTI")
     size: int | None = Field(default=None, gt=0, description="input pixels per side; null: the size from the backbone's "
                                                              "weights metadata. Set only to trade accuracy for CPU time")
+
+    @field_validator("window")
+    @classmethod
+    def _known_window(cls, v: str | WindowConfig) -> str | WindowConfig:
+        if isinstance(v, str) and v not in WINDOWS:
+            raise ValueError(f"unknown window '{v}' (allowed: {', '.join(WINDOWS)}, or {{level: HU, width: HU}})")
+        return v
+
+    @field_validator("percentiles")
+    @classmethod
+    def _ordered_percentiles(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= v[0] < v[1] <= 100:
+            raise ValueError(f"percentiles must be two numbers with 0 <= low < high <= 100, got {list(v)}")
+        return v
 
     @model_validator(mode="after")
     def _index_rule(self) -> PreprocessConfig:

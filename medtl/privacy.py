@@ -40,7 +40,7 @@ SAFE_DICOM_KEYWORDS: tuple[str, ...] = (
     "PixelRepresentation", "Rows", "Columns", "NumberOfFrames", "RescaleSlope",
     "RescaleIntercept", "RescaleType", "PixelSpacing", "SliceThickness", "SpacingBetweenSlices",
     "ImageOrientationPatient", "Manufacturer", "ManufacturerModelName", "MagneticFieldStrength",
-    "KVP", "ConvolutionKernel", "BodyPartExamined",
+    "KVP", "ConvolutionKernel", "BodyPartExamined", "GantryDetectorTilt",
 )
 
 _DEFAULT_SALT = b"medtl-patient-v1"

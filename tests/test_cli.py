@@ -10,7 +10,7 @@ def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medtl", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
 
 
-COMMANDS = ["demo", "inspect", "preview", "curate", "import-medmnist", "compare", "predict", "evaluate", "config"]
+COMMANDS = ["demo", "inspect", "preview", "curate", "index", "import-medmnist", "compare", "predict", "evaluate", "config"]
 
 
 def help_text(cmd: str, capsys: pytest.CaptureFixture) -> str:

@@ -4,7 +4,7 @@ Nothing is silently dropped: a row either lands in ``manifest.csv`` (with a spli
 ``quarantine.csv`` (with the reason), and ``report.md`` counts both. Each scan is read once: the
 same read gives its pixel hash (exact duplicates), its allow-listed header (domains) and the
 proof that it becomes a backbone input. Patient ids are keyed hashes from the moment the
-manifest is read; columns that look like identifiers are not copied out.
+manifest is read; only the manifest's own columns and those the user declares are copied out.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from monai.transforms import Compose
 from sklearn.model_selection import StratifiedGroupKFold
 
 from medtl.config import PreprocessConfig
-from medtl.data.manifest import DEFAULT_DOMAIN, REQUIRED, SPLITS, class_names, read_manifest
+from medtl.data.manifest import DEFAULT_DOMAIN, REQUIRED, SPLITS, class_names, missing_classes, read_manifest
 from medtl.data.transforms import prepare_scan, scan_transforms, single_threaded
 from medtl.errors import ConfigError, DataError, MedtlError
 from medtl.hashing import array_sha256
@@ -51,12 +51,16 @@ _IDENTIFIER_COLUMNS = {"name", "patient", "birthdate", "dob", "dateofbirth", "ac
                        "medicalrecordnumber", "ssn", "address", "phone", "telephone", "email", "institution"}
 
 
+_GEOMETRY = "medtl.geometry"  # beside a row's header: what reading did to its slice geometry (tilt, uneven gaps)
+
+
 @dataclass
 class CurationResult:
     manifest: pd.DataFrame
     quarantine: pd.DataFrame
     duplicates: list[list[str]] = field(default_factory=list)
     leaking_patients: list[str] = field(default_factory=list)
+    geometry: dict[str, list[str]] = field(default_factory=dict)  # path -> gantry tilt / uneven gaps handled
     report: str = ""
     warnings: list[str] = field(default_factory=list)
     dropped_columns: list[str] = field(default_factory=list)
@@ -120,6 +124,36 @@ def _identifier_columns(columns: list[str]) -> list[str]:
                                                      or norm(c).removeprefix("patient") in _IDENTIFIER_COLUMNS)]
 
 
+MANIFEST_COLUMNS = (*REQUIRED, "domain", "split")
+
+
+def kept_columns(columns: list[str], declared: list[str] | None) -> list[str]:
+    """The columns copied into the curated manifest: an allow-list (the manifest's own columns and the
+    ones the user declared), never a guess at which names are identifiers (``first_name``,
+    ``referring_physician``, ``mothers_maiden_name`` ... would slip past any list of bad names).
+    A declared column must exist and must not be a known identifier."""
+    declared = list(dict.fromkeys(declared or []))
+    absent = [c for c in declared if c not in columns]
+    if absent:
+        raise ConfigError("--keep-columns", f"no column(s) {absent} in the manifest (its columns: {', '.join(columns)})")
+    refused = _identifier_columns(declared)
+    if refused:
+        raise ConfigError("--keep-columns", f"{refused} hold patient identifiers (DICOM confidentiality profile); "
+                                            "medtl never copies them")
+    return [c for c in columns if c in MANIFEST_COLUMNS or c in declared]
+
+
+def class_warnings(good: pd.DataFrame) -> list[str]:
+    """Data that cannot answer the question: one class, or a split without a class (its AUC undefined;
+    ``medtl compare`` refuses such a manifest before training)."""
+    classes = class_names(good["label"])
+    if len(classes) < 2:
+        return [f"only one class ({', '.join(classes)}) among the kept rows: nothing to classify; compare will refuse it"]
+    gone = missing_classes({s: list(good.loc[good["split"] == s, "label"]) for s in SPLITS}, classes)
+    return [f"the {s} split has no row of class(es) {missing}: its AUC is undefined and compare will refuse it "
+            "(more patients of that class, or another --seed)" for s, missing in gone.items()]
+
+
 def _check_row(path: str, pp: PreprocessConfig, pipeline: Compose) -> tuple[str | None, dict[str, Any], str | None]:
     """(pixel hash, header, None) for a good scan, (None, {}, reason) for a bad one; one read."""
     try:
@@ -130,7 +164,8 @@ def _check_row(path: str, pp: PreprocessConfig, pipeline: Compose) -> tuple[str 
     lo, hi = float(raw.min()), float(raw.max())
     if lo == hi:
         return None, {}, f"blank image (every value is {lo:g})"
-    return array_sha256(raw), dict(prep.info.header), None
+    geometry = [step.removeprefix("geometry: ") for step in prep.info.applied if step.startswith("geometry: ")]
+    return array_sha256(raw), {**prep.info.header, _GEOMETRY: geometry}, None
 
 
 def curate(
@@ -141,11 +176,14 @@ def curate(
     labels: list[str] | None = None,
     preprocess: PreprocessConfig | None = None,
     domain_from: list[str] | None = None,
+    keep_columns: list[str] | None = None,
 ) -> CurationResult:
     """Validate, deduplicate-check and split a manifest; write manifest.csv, quarantine.csv, report.md.
 
     ``labels``: the known labels (others are quarantined); ``domain_from``: header fields that
-    name each DICOM row's domain (see ``DOMAIN_FIELDS``), replacing the manifest's ``domain``.
+    name each DICOM row's domain (see ``DOMAIN_FIELDS``), replacing the manifest's ``domain``;
+    ``keep_columns``: extra manifest columns to copy out (path, label, patient_id, domain and split
+    always are; no other column is).
     """
     unknown = sorted(set(domain_from or []) - set(DOMAIN_FIELDS))
     if unknown:
@@ -155,8 +193,9 @@ def curate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     allowed = set(map(str, labels)) if labels else None
-    dropped = _identifier_columns(list(df.columns))
-    df = df.drop(columns=dropped)
+    keep = kept_columns(list(df.columns), keep_columns)
+    dropped = [c for c in df.columns if c not in keep]
+    df = df[keep]
 
     pipeline = scan_transforms(_CHECK_SPEC, pp, keep_info=True)
     hashes: dict[Any, str] = {}
@@ -180,6 +219,9 @@ def curate(
         raise DataError(manifest, f"no usable rows: all {len(df)} quarantined (see {out / 'quarantine.csv'})")
 
     result = CurationResult(good, quarantine, dropped_columns=dropped)
+    result.geometry = {good.at[i, "path"]: headers[i].pop(_GEOMETRY) for i in good.index if headers[i].get(_GEOMETRY)}
+    for h in headers.values():
+        h.pop(_GEOMETRY, None)
     result.warnings += label_warnings(df["label"], good["label"], checked=labels is not None)
     if domain_from:
         tagged = {i: header_domain(headers[i], domain_from) for i in good.index}
@@ -199,6 +241,7 @@ def curate(
     if not split_given:
         good["split"] = split_patients(good, seed, fractions)
 
+    result.warnings += class_warnings(good)
     groups: dict[str, list[Any]] = defaultdict(list)
     for idx, digest in zip(good.index, good["pixel_sha256"]):
         groups[digest].append(idx)
@@ -279,7 +322,7 @@ def render_report(r: CurationResult, total: int, seed: int, split_given: bool) -
                                                  if "institution" in r.domain_source else ""),
     ]
     if r.dropped_columns:
-        lines.append(f"- not copied (identifier columns): {', '.join(r.dropped_columns)}")
+        lines.append(f"- not copied (columns not declared with --keep-columns): {', '.join(r.dropped_columns)}")
     lines += [f"- warning: {w}" for w in r.warnings]
     lines += [
         "",
@@ -297,6 +340,8 @@ def render_report(r: CurationResult, total: int, seed: int, split_given: bool) -
         lines += [f"- {Path(p).name}: {n} patient ids" for p, n in r.shared_files]
     lines += ["", "## Patients in more than one split (leakage)", ""]
     lines += [f"- {p}: " + ", ".join(sorted(set(m.loc[m['patient_id'] == p, 'split']))) for p in r.leaking_patients] or ["none"]
+    lines += ["", "## Slice geometry corrected (gantry tilt, uneven gaps)", ""]
+    lines += [f"- {Path(p).name}: {'; '.join(notes)}" for p, notes in r.geometry.items()] or ["none"]
     lines += ["", "## Quarantined", ""]
     lines += [f"- {Path(p).name}: {why}" for p, why in zip(r.quarantine["path"], r.quarantine["reason"])] or ["none"]
     return "\n".join(lines) + "\n"

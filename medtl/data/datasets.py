@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 from medtl.config import CorruptionConfig, DataConfig, PreprocessConfig
 from medtl.data.batched import BatchedArrays, batchable
-from medtl.data.manifest import SPLITS, class_names, data_fingerprint, read_manifest
+from medtl.data.manifest import SPLITS, class_names, data_fingerprint, missing_classes, read_manifest
 from medtl.data.medmnist import read_medmnist
 from medtl.data.transforms import scan_transforms
 from medtl.errors import ConfigError, DataError
@@ -75,7 +75,24 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     for split in SPLITS:
         if not bundle.splits[split]:
             raise DataError(bundle.source, f"the {split} split is empty")
+    check_classes(bundle)
     return bundle
+
+
+def check_classes(bundle: DataBundle) -> None:
+    """Refuse data that cannot answer the question, before any training: one class is nothing to
+    learn, and a split without a class leaves AUC (MedMNIST's macro one-vs-rest) undefined there,
+    so validation could not choose a model nor test report one."""
+    if len(bundle.classes) < 2:
+        raise DataError(bundle.source, f"only one class ({', '.join(bundle.classes)}): a classifier needs at least two")
+    labels = {split: [bundle.classes[it["label"]] for it in items] for split, items in bundle.splits.items()
+              if split in SPLITS}  # the unlabelled target split has no labels to check
+    gone = missing_classes(labels, bundle.classes)
+    if gone:
+        split, missing = next(iter(gone.items()))
+        raise DataError(bundle.source, f"the {split} split has no scan of class(es) {missing} (classes: "
+                                       f"{', '.join(bundle.classes)}), so its AUC is undefined; curate again with more "
+                                       "patients of that class, or another seed or split")
 
 
 def _check_domains(cfg: DataConfig, bundle: DataBundle) -> None:

@@ -13,22 +13,9 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform, ScaleIntensityRange, Transform
 
-from medtl.config import PreprocessConfig, WindowConfig
+from medtl.config import WINDOWS, PreprocessConfig, WindowConfig
 from medtl.errors import ConfigError, ScanError
 from medtl.data.readers import ScanInfo
-
-# (level, width) in HU; the usual radiology presets (Radiopaedia "Windowing (CT)").
-WINDOWS: dict[str, tuple[float, float]] = {
-    "lung": (-600.0, 1500.0),
-    "mediastinum": (50.0, 350.0),
-    "soft_tissue": (40.0, 400.0),
-    "abdomen": (60.0, 400.0),
-    "liver": (30.0, 150.0),
-    "bone": (400.0, 1800.0),
-    "brain": (40.0, 80.0),
-    "subdural": (75.0, 215.0),
-    "stroke": (32.0, 8.0),
-}
 
 
 def resolve_window(window: str | WindowConfig) -> tuple[float, float]:

@@ -7,11 +7,13 @@ downstream (splits, reports, MLflow) ever holds the raw identifier.
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pandas as pd
 
 from medtl.data.readers import npz_ref
+from medtl.data.readers.series_ref import series_ref
 from medtl.errors import DataError
 from medtl.privacy import hash_id, is_hashed
 
@@ -53,8 +55,9 @@ def read_manifest(path: str | Path, require_split: bool = False) -> pd.DataFrame
 
 
 def _resolve(base: Path, value: str) -> Path:
+    """Absolute, but a symlink stays the path the manifest gave (never its target; a loop never raises)."""
     q = Path(value)
-    return q if q.is_absolute() else (base / q).resolve()
+    return q if q.is_absolute() else Path(os.path.abspath(base / q))
 
 
 def class_names(labels: pd.Series | list[str]) -> list[str]:
@@ -65,11 +68,17 @@ def class_names(labels: pd.Series | list[str]) -> list[str]:
     return uniq
 
 
+def missing_classes(labels_by_split: dict[str, list[str]], classes: list[str]) -> dict[str, list[str]]:
+    """Per split, the classes it has no row of (splits that have them all are left out)."""
+    out = {split: [c for c in classes if c not in set(map(str, labels))] for split, labels in labels_by_split.items()}
+    return {split: gone for split, gone in out.items() if gone}
+
+
 def data_fingerprint(df: pd.DataFrame) -> str:
     """Hash of what the rows point at (path, size, mtime) and their labels and splits."""
     h = hashlib.sha256()
     for row in df[[c for c in ("path", "label", "split", "domain") if c in df.columns]].itertuples(index=False):
-        ref = npz_ref(row[0])  # FILE.npz#SPLIT/INDEX: the npz file's size and time
+        ref = npz_ref(row[0]) or series_ref(row[0])  # FILE.npz#SPLIT/INDEX, FOLDER#series/KEY: the file's or folder's
         path = ref[0] if ref else Path(row[0])
         stat = ""
         if path.exists():

@@ -19,6 +19,8 @@ Stated rules:
   channels (edges repeat the border slice), ``mip`` the maximum along the axis.
 * 4D NIfTI: volume ``volume_index`` (default the first). One grey channel is repeated to the
   backbone's channel count; RGBA drops alpha.
+* A plane of a volume whose two in-plane spacings differ (a sagittal plane of a 5 mm CT) is
+  resampled to square pixels at the finer spacing (bilinear) before anything else.
 * The plane is zero-padded to a square (nothing is cropped away: a marker at the edge stays),
   then resized with the weights' interpolation, antialiased when shrinking.
 
@@ -43,6 +45,7 @@ from monai.transforms import (
     MapTransform,
     NormalizeIntensityd,
     Orientation,
+    Resize,
     Resized,
     SpatialPad,
     Transform,
@@ -55,10 +58,11 @@ from medtl.errors import ConfigError, MedtlError, ScanError
 from medtl.models.registry import InputSpec
 
 INFO = "scan_info"
+PLANE_SPACING = "medtl.plane_spacing"  # (row, column) mm of a plane cut from a volume, for SquarePixelsd
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}  # in LPS
 AXIS_NAMES = {v: k for k, v in AXES.items()}
 
-__all__ = ["INFO", "AXES", "LoadScand", "CheckFinited", "SelectVolumed", "OrientVolumed", "ToPlaned", "ToChannels",
+__all__ = ["INFO", "AXES", "LoadScand", "CheckFinited", "SelectVolumed", "OrientVolumed", "ToPlaned", "SquarePixelsd", "ToChannels",
            "ToChannelsd", "SquarePad", "SquarePadd", "PreparedScan", "array_scan", "build_augmentations", "prepare_scan",
            "preprocess_scan", "scan_transforms", "single_threaded"]
 
@@ -166,6 +170,10 @@ class ToPlaned(MapTransform):
             axis = None
             if img.ndim == 4:
                 axis = _slice_axis(img, info, self.axis)
+                if info.volume and isinstance(img, MetaTensor):  # plane rows run along b, columns along a
+                    a, b = (i for i in range(3) if i != axis)
+                    sp = np.asarray(img.pixdim, float)[:3]
+                    d[PLANE_SPACING] = (float(sp[b]), float(sp[a]))
                 plan: IntensityMap | None = d.get(INTENSITY)
                 img, step = self._slice(img, axis, info, inverted=bool(plan and plan.invert))
                 d[INFO] = d[INFO].with_step(step)
@@ -226,6 +234,33 @@ class ToChannels(Transform):
 
     def __call__(self, img: torch.Tensor, subject: str | None = None) -> torch.Tensor:
         return self.repeat_grey(self.drop_alpha(img, subject))
+
+
+class SquarePixelsd(MapTransform):
+    """A plane cut across an anisotropic volume, resampled to square pixels (MONAI ``Resize``, bilinear).
+
+    The coarser axis is upsampled to the finer spacing (nothing is thrown away), so a sagittal
+    plane of a 5 mm CT or an axial plane of a 4.8 mm sagittal MR keeps its physical proportions
+    instead of arriving as a strip padded to a square. 2D files keep their stored pixels.
+    """
+
+    tolerance = 0.01  # spacings within 1% count as square
+    max_side = 4096
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        spacing = d.pop(PLANE_SPACING, None)
+        if spacing is None or min(spacing) <= 0 or max(spacing) <= (1 + self.tolerance) * min(spacing):
+            return d
+        row_sp, col_sp = spacing
+        fine = min(spacing)
+        for k in self.key_iterator(d):
+            h, w = d[k].shape[1:]
+            size = (min(self.max_side, round(h * row_sp / fine)), min(self.max_side, round(w * col_sp / fine)))
+            d[k] = Resize(spatial_size=size, mode="bilinear")(d[k])
+            d[INFO] = d[INFO].with_step(f"square pixels: {h}x{w} plane at {row_sp:.3g}x{col_sp:.3g} mm resampled to "
+                                        f"{size[0]}x{size[1]} ({fine:.3g} mm square, bilinear)")
+        return d
 
 
 class ToChannelsd(MapTransform):
@@ -302,8 +337,8 @@ def _plane_steps(pp: PreprocessConfig, keys: tuple[str, ...], intensity: bool = 
     steps: list[Any] = [CheckFinited(keys, pp.nonfinite), SelectVolumed(keys, pp.volume_index), OrientVolumed(keys)]
     plane = ToPlaned(keys, pp.slice_rule, pp.slice_index, pp.slice_axis)
     if not intensity:
-        return [*steps, plane]
-    return [*steps, PlanIntensityd(keys, pp), plane, ApplyIntensityd(keys)]
+        return [*steps, plane, SquarePixelsd(keys)]
+    return [*steps, PlanIntensityd(keys, pp), plane, ApplyIntensityd(keys), SquarePixelsd(keys)]
 
 
 def scan_transforms(spec: InputSpec, pp: PreprocessConfig, keys: tuple[str, ...] = ("image",), keep_info: bool = False,

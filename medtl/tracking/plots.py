@@ -134,7 +134,7 @@ def embedding(emb: dict, source: Sequence[str], title: str) -> plt.Figure:
 
     groups = _domain_colours(np.asarray(emb["domain"]), source)
     fig, axes = plt.subplots(2, 2, figsize=(10, 8.5))
-    for row, key in enumerate(("frozen", "model")):
+    for row, key in enumerate(("extractor", "model")):
         z = PCA(2, random_state=0).fit_transform(emb[key])
         for col, (colour_by, values) in enumerate((("domain", groups), ("label", np.asarray(emb["label"])))):
             ax = axes[row, col]
@@ -142,7 +142,7 @@ def embedding(emb: dict, source: Sequence[str], title: str) -> plt.Figure:
                 m = values == v
                 ax.scatter(z[m, 0], z[m, 1], s=6, alpha=0.6, label=str(v), color=plt.cm.tab20(i % 20),
                            marker="o" if colour_by == "label" or v in source or v == "source" else ".")
-            ax.set_title(f"{'frozen ImageNet extractor' if key == 'frozen' else 'this model'}, by {colour_by}", fontsize=9)
+            ax.set_title(f"{'frozen ImageNet extractor' if key == 'extractor' else 'this model'}, by {colour_by}", fontsize=9)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.legend(fontsize=6, markerscale=2, loc="best", ncol=2)

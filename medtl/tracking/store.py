@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from medtl.errors import TrackingError
 
@@ -46,9 +52,62 @@ def connect(uri: str | None = None) -> str:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     try:
-        MlflowClient(uri).search_experiments(max_results=1)
+        with _first_use_lock(uri):  # a new sqlite store is created (tables, migrations) by one process at a time
+            MlflowClient(uri).search_experiments(max_results=1)
     except Exception as e:  # noqa: BLE001
         what = "MLflow tracking server not reachable" if is_server(uri) else "MLflow tracking store not usable"
         raise TrackingError(uri, f"{what} ({describe(e)}); nothing was trained. Start it, or point MLFLOW_TRACKING_URI "
                                  "at a store that answers, and run again") from None
     return uri
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URI; None for any other store."""
+    return Path(uri.removeprefix("sqlite:///")).absolute() if uri.startswith("sqlite:///") else None
+
+
+@contextlib.contextmanager
+def _first_use_lock(uri: str) -> Iterator[None]:
+    """Two ``medtl compare`` started together on a new sqlite store would both run MLflow's schema
+    migrations and one would fail ("table already exists"). A lock file per database (in the temp
+    folder, so the user's folder stays clean) lets the first create it and the second find it made."""
+    from filelock import FileLock
+
+    db = sqlite_file(uri)
+    if db is None:
+        yield
+        return
+    name = hashlib.sha256(str(db).encode()).hexdigest()[:16]
+    with FileLock(str(Path(tempfile.gettempdir()) / f"medtl-store-{name}.lock"), timeout=600):
+        yield
+
+
+def connect_for_model(model_uri: str, uri: str | None = None) -> str | None:
+    """The store a model URI needs: none for a model folder on disk; for ``models:/`` and ``runs:/``,
+    an existing store (never a new empty ``mlflow.db`` left where ``medtl predict`` was run)."""
+    if "://" not in model_uri.removeprefix("file://") and not model_uri.startswith(("models:/", "runs:/")):
+        return None  # a local model folder: MLflow reads it without a store
+    uri = uri or tracking_uri()
+    db = sqlite_file(uri)
+    if db is not None and not db.is_file():
+        raise TrackingError(model_uri, f"no MLflow store here ({db} does not exist): run where the comparison ran, "
+                                       "or set MLFLOW_TRACKING_URI to its store")
+    return connect(uri)
+
+
+def experiment_id(client: Any, name: str, tries: int = 5) -> str:
+    """The id of experiment ``name``, created if missing; a second process creating it at the same
+    moment is not an error (its experiment is the one wanted)."""
+    from mlflow.exceptions import MlflowException
+
+    for i in range(tries):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        try:
+            return client.create_experiment(name)
+        except MlflowException as e:
+            if i == tries - 1 or e.error_code != "RESOURCE_ALREADY_EXISTS" and "UNIQUE constraint" not in str(e):
+                raise
+            time.sleep(0.2 * (i + 1))
+    raise AssertionError("unreachable")

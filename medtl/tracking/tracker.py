@@ -40,7 +40,7 @@ from medtl.tracking.model_card import model_card
 from medtl.tracking.provenance import pip_requirements, provenance_tags
 from medtl.tracking.pyfunc import MedtlClassifier, log_classifier, model_meta
 from medtl.tracking.registry import COMPARISON_TAG, Decision, promote, registered_for
-from medtl.tracking.store import connect, describe
+from medtl.tracking.store import connect, describe, experiment_id
 
 log = logging.getLogger("medtl.tracking")
 
@@ -158,8 +158,7 @@ class MlflowTracker:
         cfg, journal = comparison.config, self.journal
         parent = existing_run(self.client, journalled.get("parent_run_id"))
         if parent is None:
-            exp = self.client.get_experiment_by_name(cfg.tracking.experiment)
-            journal.experiment_id = exp.experiment_id if exp is not None else self.client.create_experiment(cfg.tracking.experiment)
+            journal.experiment_id = experiment_id(self.client, cfg.tracking.experiment)  # safe when two start together
             tags = resolve_tags({ROLE: "comparison", **self.tags, "medtl.seed": str(cfg.train.seed),
                                  "medtl.seeds": ",".join(map(str, cfg.train.all_seeds))})
             parent = self.client.create_run(journal.experiment_id, run_name=cfg.name, tags=tags)

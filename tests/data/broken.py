@@ -8,6 +8,8 @@ Every entry pairs a path with the exact problem medtl must report for it (INTERF
 from __future__ import annotations
 
 import contextlib
+import gzip
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +19,11 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.dataelem import DataElement
+from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
-from pydicom.uid import JPEG2000Lossless, generate_uid
+from pydicom.filebase import DicomFileLike
+from pydicom.filewriter import write_dataset, write_file_meta_info
+from pydicom.uid import DeflatedExplicitVRLittleEndian, JPEG2000Lossless, RLELossless, generate_uid
 
 from medtl.data.synthetic import write_ct_dicom, write_ct_series
 
@@ -191,9 +196,107 @@ def build_corpus(root: Path) -> list[Broken]:
     Image.fromarray(np.zeros((1, 64), np.uint8)).save(root / "one_line.png")
     add("a one-pixel-high image", root / "one_line.png", "image too small to be a scan (shape (1, 64))")
 
+    items += _os_corpus(root)
+    items += lying_headers(root, good)
     for f in root.glob("_*"):
         f.unlink()
     return items
+
+
+def lying_nifti(path: Path, shape: tuple[int, ...], voxels: int = 8000) -> Path:
+    """A .nii.gz whose header claims ``shape`` (float32) but which holds ``voxels`` values: tens of KB."""
+    header = nib.Nifti1Image(np.zeros((2, 2, 2), np.float32), np.eye(4)).header
+    header.set_data_shape(shape)
+    data = np.random.default_rng(0).normal(size=voxels).astype(np.float32).tobytes()
+    path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + data, mtime=0))
+    return path
+
+
+def lying_headers(root: Path, good: Path) -> list[Broken]:
+    """Headers that lie about the data behind them, and compressed data that is not what it says."""
+    out: list[Broken] = []
+    add = lambda name, path, problem: out.append(Broken(name, path, problem))  # noqa: E731
+    n = 48 * 48 * 2
+    add("Rows smaller than the pixel data (read as a wrong image before)", _edit(good, root / "rows_too_small.dcm", Rows=10),
+        f"pixel data is longer than the header's image size ({n} bytes, but 10 rows x 48 columns x 1 frame(s) x "
+        "1 sample(s) x 16 bits = 960 bytes): Rows, Columns, NumberOfFrames, SamplesPerPixel or BitsAllocated is wrong")
+
+    ds = pydicom.dcmread(good)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    with open(root / "deflate_over_plain.dcm", "wb") as f:  # the meta says deflated; the data set is written plain
+        f.write(b"\0" * 128 + b"DICM")
+        fp = DicomFileLike(f)
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
+        write_dataset(fp, ds)
+    add("deflate transfer syntax over plain data", root / "deflate_over_plain.dcm",
+        "the file meta says the data set is deflated (Deflated Explicit VR Little Endian) but it is not deflate data "
+        "(zlib: invalid stored block lengths): the transfer syntax in the file meta is wrong")
+
+    ds = pydicom.dcmread(good)
+    ds.compress(RLELossless)
+    ds.PixelData = encapsulate([bytes(range(256)) * 2])
+    ds.save_as(root / "rle_garbage.dcm")
+    add("RLE with a corrupt header", root / "rle_garbage.dcm",
+        "compressed pixel data (RLE Lossless) that no installed decoder can decode; it may be corrupt (pydicom: The RLE "
+        "header specifies an invalid number of segments (50462976))")
+
+    ds = pydicom.dcmread(get_testdata_file("JPEGLSNearLossless_16.dcm"))
+    ds.PixelData = encapsulate([np.random.default_rng(1).bytes(600)])
+    ds.save_as(root / "jpegls_garbage.dcm")
+    add("JPEG-LS whose stream is garbage", root / "jpegls_garbage.dcm",
+        "compressed pixel data (JPEG-LS Lossy (Near-Lossless) Image Compression) that no installed decoder can decode; "
+        "it may be corrupt (pylibjpeg: A misplaced marker segment was found)")
+
+    add(".nii.gz of 30 KB claiming 2 GiB", lying_nifti(root / "claims_2gib.nii.gz", (1024, 1024, 512)),
+        "header claims 2.0 GiB of voxel data (1024x1024x512 voxels of float32) but the file is 29.0 KiB: gzip expands "
+        "at most 1032x, so the header is wrong or the file is truncated; not decompressed")
+    add(".nii.gz claiming 64 GiB", lying_nifti(root / "claims_64gib.nii.gz", (4096, 4096, 1024)),
+        "header claims 64.0 GiB of voxel data (4096x4096x1024 voxels of float32), over the limit of 4.0 GiB per scan; "
+        "not read (set MEDTL_MAX_SCAN_BYTES to raise the limit)")
+    return out
+
+
+def _os_corpus(root: Path) -> list[Broken]:
+    """What the operating system throws: loops, pipes, devices, dangling links, unreadable files.
+
+    A FIFO or ``/dev/zero`` named ``.dcm`` would block or never end if opened: medtl must refuse
+    them from ``os.stat`` alone. A symlink to a broken file is reported under the link's own path.
+    """
+    out: list[Broken] = []
+    os.symlink("loop_b.dcm", root / "loop_a.dcm")  # relative, as a copied export leaves them
+    os.symlink("loop_a.dcm", root / "loop_b.dcm")
+    out.append(Broken("relative symlink loop", root / "loop_a.dcm", "symlink loop (the link leads back to itself)"))
+    os.symlink("self_loop.nii.gz", root / "self_loop.nii.gz")
+    out.append(Broken("symlink to itself (NIfTI name)", root / "self_loop.nii.gz", "symlink loop (the link leads back to itself)"))
+    os.mkfifo(root / "fifo.dcm")
+    out.append(Broken("FIFO named .dcm", root / "fifo.dcm",
+                      "not a regular file but a named pipe (FIFO); medtl reads files and folders only"))
+    os.symlink("/dev/zero", root / "device.dcm")
+    out.append(Broken("character device named .dcm (/dev/zero)", root / "device.dcm",
+                      "not a regular file but a character device; medtl reads files and folders only"))
+    os.symlink("vanished.dcm", root / "dangling.dcm")
+    out.append(Broken("symlink whose target is gone", root / "dangling.dcm", "broken symlink (its target does not exist)"))
+    os.symlink("truncated_pixels.dcm", root / "link_to_truncated.dcm")
+    n = 48 * 48 * 2
+    out.append(Broken("symlink to a truncated DICOM", root / "link_to_truncated.dcm",
+                      f"file is truncated (pixel data has {n - 2000} of {n} bytes)"))
+    rng = np.random.default_rng(5)
+    for name, make in (("gap", lambda p: os.symlink("IM9999.dcm", p)), ("pipe", os.mkfifo)):
+        folder = root / f"series_with_{name}_slice"
+        write_ct_series(folder, rng.normal(0, 100, (4, 32, 32)), 0.7, 2.0, "GAP", "Gap^G")
+        (folder / "IM0002.dcm").unlink()
+        make(folder / "IM0002.dcm")
+    out.append(Broken("series whose slice is a link to nothing", root / "series_with_gap_slice",
+                      "slice IM0002.dcm: broken symlink (its target does not exist)"))
+    out.append(Broken("series whose slice is a FIFO", root / "series_with_pipe_slice",
+                      "slice IM0002.dcm: not a regular file but a named pipe (FIFO); medtl reads files and folders only"))
+    if os.geteuid() != 0:  # root reads any file whatever its mode; test_os_errors covers it by injection
+        p = root / "unreadable.dcm"
+        p.write_bytes(b"DICM")
+        p.chmod(0)
+        out.append(Broken("file this user may not read", p, "permission denied (this user may not read it)"))
+    return out
 
 
 def build_no_decoder(root: Path) -> Broken:

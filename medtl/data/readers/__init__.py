@@ -1,6 +1,7 @@
 """Reading scans: one module per format behind one interface, chosen by registration.
 
-A scan is a path: a DICOM file, a folder holding one DICOM series, a NIfTI file (.nii, .nii.gz),
+A scan is a path: a DICOM file, a folder holding one DICOM series (or one series of a mixed
+folder, ``FOLDER#series/KEY`` as ``medtl index`` writes it), a NIfTI file (.nii, .nii.gz),
 a PNG/JPEG/TIFF/BMP image, a ``.npy`` array, or one image of a MedMNIST ``.npz`` written
 ``FILE.npz#SPLIT/INDEX`` (e.g. ``breastmnist.npz#test/0``).
 
@@ -26,19 +27,20 @@ from medtl.data.readers.base import (
     register_reader,
     registered_readers,
 )
-from medtl.data.readers.dicom import DicomScanReader, MedtlDicomReader
+from medtl.data.readers.dicom import DicomScanReader, DicomSeriesRefReader, MedtlDicomReader
 from medtl.data.readers.images import IMAGE_SUFFIXES, ImageScanReader
 from medtl.data.readers.info import ScanInfo, axcodes
 from medtl.data.readers.nifti import NIFTI_SUFFIXES, MedtlNibabelReader, NiftiScanReader
 from medtl.data.readers.wording import PlainError, reason
 
 # asked newest first: DICOM last, as the reader of files without a telling suffix
-for _reader in (DicomScanReader(), NiftiScanReader(), ImageScanReader(), NpyScanReader(), NpzScanReader()):
+for _reader in (DicomScanReader(), NiftiScanReader(), ImageScanReader(), NpyScanReader(), NpzScanReader(),
+                DicomSeriesRefReader()):
     register_reader(_reader)
 del _reader
 
 __all__ = [
-    "IMAGE_SUFFIXES", "NIFTI_SUFFIXES", "NPZ_REF", "DicomScanReader", "ImageScanReader", "MedtlDicomReader",
+    "IMAGE_SUFFIXES", "NIFTI_SUFFIXES", "NPZ_REF", "DicomScanReader", "DicomSeriesRefReader", "ImageScanReader", "MedtlDicomReader",
     "MedtlNibabelReader", "MonaiScanReader", "NiftiScanReader", "NpyScanReader", "NpzScanReader", "PlainError",
     "ScanInfo", "ScanReader", "array_scan", "axcodes", "npz_ref", "read_npz_image", "read_scan", "reader_for",
     "reason", "register_reader", "registered_readers",

@@ -75,6 +75,10 @@ class NpzScanReader(ScanReader):
     def verify_suffix(self, source: Source) -> bool:
         return npz_ref(source) is not None or str(source).lower().endswith(".npz") and not Path(source).is_dir()
 
+    def file_of(self, source: Source) -> Path:
+        ref = npz_ref(source)
+        return ref[0] if ref is not None else Path(source)
+
     def load(self, source: Source) -> tuple[MetaTensor, ScanInfo]:
         return read_npz_image(source) if npz_ref(source) is not None else super().load(source)
 

@@ -21,6 +21,7 @@ import numpy as np
 from monai.data import ImageReader, MetaTensor
 from monai.transforms import LoadImage
 
+from medtl.data.paths import check_scan_path
 from medtl.data.readers.info import ScanInfo
 from medtl.data.readers.wording import reason
 from medtl.errors import ScanError
@@ -44,6 +45,10 @@ class ScanReader(ABC):
     @abstractmethod
     def get_data(self, loaded: Any, path: Path) -> tuple[MetaTensor, ScanInfo]:
         """The loaded object as a channel-first float32 ``MetaTensor`` and its ``ScanInfo``."""
+
+    def file_of(self, source: Source) -> Path:
+        """The file or folder on disk that ``source`` names (a reference such as ``FILE.npz#test/0`` names its file)."""
+        return Path(source)
 
     def why(self, path: Path, error: BaseException) -> str:
         """The plain reason ``read`` failed."""
@@ -112,4 +117,6 @@ def reader_for(source: Source) -> ScanReader:
 
 def read_scan(source: Source) -> tuple[MetaTensor, ScanInfo]:
     """Load one scan channel-first through MONAI; arrays are float32 in the scan's own units."""
-    return reader_for(source).load(source)
+    reader = reader_for(source)
+    check_scan_path(reader.file_of(source), subject=source)  # loops, FIFOs, devices, denied: refused, never opened
+    return reader.load(source)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+import zlib
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -29,11 +30,14 @@ import pydicom
 from monai.data import MetaTensor, PydicomReader
 from pydicom.errors import InvalidDicomError
 
+from medtl.data.paths import check_scan_path
 from medtl.data.readers.base import MonaiScanReader, Source
 from medtl.data.readers.dicom_checks import (
+    check_native_size,
     check_pixel_data,
     check_truncated,
     check_types,
+    deflate_reason,
     float_values,
     frame_geometry,
     functional,
@@ -52,6 +56,8 @@ from medtl.data.readers.dicom_objects import (
     sop_class,
 )
 from medtl.data.readers.info import ScanInfo, axcodes, channel_first, check_size, mm
+from medtl.data.readers.series_ref import series_files, series_ref
+from medtl.data.readers.slice_geometry import regularise
 from medtl.data.readers.wording import PlainError, reason
 from medtl.errors import ScanError
 from medtl.privacy import SAFE_DICOM_KEYWORDS, hash_id
@@ -74,7 +80,7 @@ class MedtlDicomReader(PydicomReader):
         self.filenames, self.has_series = list(names), False
         out: list[Any] = []
         for i, name in enumerate(names):
-            if Path(name).is_dir():
+            if Path(name).is_dir() or series_ref(name) is not None:
                 slices, files = _read_series_folder(Path(name), {**self.kwargs, **kwargs})
                 self.has_series = self.has_series or len(slices) > 1
                 out.append(slices if len(slices) > 1 else slices[0])
@@ -111,19 +117,35 @@ class MedtlDicomReader(PydicomReader):
         spacing = pixel_spacing(first) or [1.0, 1.0]
         spacing.append(float(np.median(np.abs(steps))) if len(steps) and geometric else 1.0)
         meta = self._get_meta_dict(first)
-        meta["spacing"] = np.asarray(spacing)
         meta["medtl.geometry"] = geometric
+        volume = np.stack(arrays, axis=0)
         if geometric:
             meta["medtl.slice_spacing"] = spacing[2]
             meta["lastImagePositionPatient"] = np.asarray(slices[-1][0].ImagePositionPatient, float)
             meta["00200032"] = json_value(first.ImagePositionPatient)
-        meta["spatial_shape"] = arrays[0].shape + (len(arrays),)
+            if volume.ndim == 3 and len(slices) > 2:  # tilt and uneven gaps: onto an orthogonal, even grid
+                volume = self._regularise(volume, slices, meta, spacing)
+        meta["spacing"] = np.asarray(spacing)
+        meta["spatial_shape"] = volume.shape[1:] + (volume.shape[0],)
         # Stacked slices-first (one contiguous copy per slice). MONAI swaps the first two axes and
         # then copies to C order; handing it (rows, slices, cols) makes that swap give back the
         # contiguous (slices, rows, cols) stack, so no strided copy of the volume is made.
         # ``read_scan`` turns it into MONAI's (cols, rows, slices) as a view.
         meta[_SLICES_FIRST] = True
-        return np.stack(arrays, axis=0).swapaxes(0, 1), meta
+        return volume.swapaxes(0, 1), meta
+
+    @staticmethod
+    def _regularise(volume: np.ndarray, slices: list, meta: dict, spacing: list[float]) -> np.ndarray:
+        first = slices[0][0]
+        positions = np.array([np.asarray(ds.ImagePositionPatient, float) for ds, _ in slices])
+        tilt = float_values(first, "GantryDetectorTilt")
+        volume, geom = regularise(volume, positions, np.asarray(float_values(first, "ImageOrientationPatient")),
+                                  (spacing[0], spacing[1]), tilt[0] if tilt else None)
+        spacing[2] = geom.spacing
+        meta["medtl.slice_spacing"] = geom.spacing
+        meta["lastImagePositionPatient"] = geom.last_position
+        meta["medtl.tilt_deg"], meta["medtl.slice_gaps"], meta["medtl.geometry_notes"] = geom.tilt_deg, geom.gaps, geom.notes
+        return volume
 
     def _get_array_data(self, img: pydicom.Dataset, filename: Any, check_values: bool = True) -> np.ndarray:
         """Pixels as stored (frames last), rescaled; a decoding failure is diagnosed into one plain reason.
@@ -132,6 +154,7 @@ class MedtlDicomReader(PydicomReader):
         per series); the rest is looked into when pydicom fails, so good files pay nothing for it.
         """
         check_truncated(img)
+        check_native_size(img)
         if check_values:
             check_types(img, values=True)
         check_image_object(img)
@@ -198,13 +221,32 @@ class MedtlDicomReader(PydicomReader):
 
 
 
+def _check_special_entries(folder: Path) -> None:
+    """A slice-like entry (``.dcm`` or no suffix) that is not a regular file (a symlink loop or to nothing,
+    a FIFO, a device) is an error naming it, never a slice silently missing from the volume; none is opened."""
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() in (".dcm", "") and not p.name.startswith(".") and not p.is_file() and not p.is_dir():
+            try:
+                check_scan_path(p)
+            except ScanError as e:
+                raise PlainError(f"slice {p.name}: {e.problem}") from None
+
+
 def _read_series_folder(folder: Path, kwargs: dict[str, Any]) -> tuple[list[pydicom.Dataset], list[str]]:
     """Every DICOM image in a folder, read once; one series or a plain error.
 
     Files that are not DICOM at all (notes, thumbnails, no ``.dcm`` suffix) and a DICOMDIR are
     skipped; a ``.dcm`` file that cannot be read is an error naming it.
     """
-    files = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    ref = series_ref(folder)  # FOLDER#series/KEY (``medtl index``): that series' slices under the folder
+    try:
+        if ref:
+            files = series_files(*ref)  # regular files only: a FIFO or a loop elsewhere in an export is not this series
+        else:
+            _check_special_entries(folder)
+            files = [p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")]
+    except ValueError as e:
+        raise PlainError(str(e)) from None
     if not files:
         raise PlainError("folder is empty (no DICOM files)")
     slices, names = [], []
@@ -258,12 +300,17 @@ class DicomScanReader(MonaiScanReader):
                 raise ScanError(path, _without_file_meta(path)) from None
         return super().read(path)
 
+    def why(self, path: Path, error: BaseException) -> str:
+        if isinstance(error, zlib.error):  # inflating failed: a deflate claim over plain data, or corrupt data
+            return deflate_reason(path, error) or reason(error)
+        return reason(error)
+
     def get_data(self, loaded: MetaTensor, path: Path) -> tuple[MetaTensor, ScanInfo]:
         meta, img = loaded.meta, loaded.as_tensor()
         if meta.pop(_SLICES_FIRST, False):  # (slices, rows, cols[, s]) -> MONAI's (cols, rows, slices[, s]), a view
             img = img.permute(2, 1, 0, *range(3, img.ndim))
         hdr = {k.removeprefix("dicom."): v for k, v in meta.items() if str(k).startswith("dicom.")}
-        info = ScanInfo(path=str(path), kind="dicom-series" if path.is_dir() else "dicom")
+        info = ScanInfo(path=str(path), kind="dicom-series" if path.is_dir() or series_ref(path) else "dicom")
         info.modality = hdr.get("Modality")
         info.photometric = hdr.get("PhotometricInterpretation")
         info.transfer_syntax = hdr.pop("TransferSyntax", None)
@@ -280,6 +327,8 @@ class DicomScanReader(MonaiScanReader):
         info.raw_shape, info.raw_axes = _raw_layout(info, tuple(int(s) for s in img.shape))
         check_size(path, info)
         info.volume = len(info.spatial_shape) == 3 and bool(meta.get("medtl.geometry")) and info.kind != "dicom"
+        info.tilt_deg, info.slice_gaps = meta.pop("medtl.tilt_deg", None), meta.pop("medtl.slice_gaps", None)
+        info.applied = (*info.applied, *meta.pop("medtl.geometry_notes", ()))
         info.spacing = _spacing(info, meta)
         info.orientation = _orientation(info, meta)
         return channel_first(img, meta, info.color), info
@@ -341,3 +390,25 @@ def _without_file_meta(path: Path) -> str:
         return problem
     return (f"a bare DICOM dataset ({uid.name}) without the file meta header that says how its pixels are "
             "encoded; export it again as a DICOM file (Part 10)")
+
+
+class DicomSeriesRefReader(DicomScanReader):
+    """One series of a folder that holds several, ``FOLDER#series/KEY`` as ``medtl index`` writes it."""
+
+    kind = "dicom-series"
+
+    def verify_suffix(self, source: Source) -> bool:
+        return series_ref(source) is not None
+
+    def load(self, source: Source) -> tuple[MetaTensor, ScanInfo]:
+        folder, _ = series_ref(source)  # type: ignore[misc]
+        if not folder.is_dir():
+            raise ScanError(source, "folder not found")
+        p = Path(source)
+        try:
+            loaded = self.read(p)
+        except ScanError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any reader failure is this series' problem
+            raise ScanError(p, self.why(p, e)) from None
+        return self.get_data(loaded, p)

@@ -8,6 +8,7 @@ value can be an identifier.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -90,6 +91,41 @@ def check_truncated(ds: pydicom.Dataset) -> None:
         raise PlainError(f"file is truncated ({what} has {len(raw.value)} of {length} bytes)")
 
 
+def check_native_size(ds: pydicom.Dataset) -> None:
+    """Uncompressed pixel data whose length is not the header's image size, refused before decoding.
+
+    pydicom decodes whatever fits: Rows 10 on a 64x64 image's bytes came out as 64x6x10 and was
+    accepted. Compressed data says its own size, so only native syntaxes are measured here.
+    """
+    tsuid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if tsuid is not None and (not tsuid.is_transfer_syntax or tsuid.is_compressed):
+        return
+    try:
+        for kw in ("Rows", "Columns", "NumberOfFrames", "BitsAllocated", "SamplesPerPixel"):
+            int(ds.get(kw, 1) or 1)
+    except (TypeError, ValueError):  # a size of the wrong type: check_types words it when decoding fails
+        return
+    if ds.get("Rows") and ds.get("Columns"):  # a missing size: check_pixel_data words it
+        _check_native_length(ds)
+
+
+def deflate_reason(path: Path, error: BaseException) -> str | None:
+    """Why inflating failed when the file meta claims a deflated data set over plain data (said plainly,
+    not as "truncated"); None when the file does not claim deflate."""
+    from pydicom.filereader import read_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    try:
+        meta = read_file_meta_info(path)
+    except Exception:  # noqa: BLE001
+        return None
+    if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
+        return None
+    why = " ".join(str(error).split()).split(": ")[-1]
+    return (f"the file meta says the data set is deflated (Deflated Explicit VR Little Endian) but it is not "
+            f"deflate data (zlib: {why}): the transfer syntax in the file meta is wrong")
+
+
 def check_pixel_data(ds: pydicom.Dataset) -> None:
     """No pixel data, or a compressed syntax nothing installed can decode."""
     if not any(k in ds for k in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
@@ -125,11 +161,16 @@ def _check_native_length(ds: pydicom.Dataset) -> None:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     bits = int(ds.get("BitsAllocated", 16) or 16)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    expected = int(ds.Rows) * int(ds.Columns) * frames * samples * bits // 8
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    expected = (rows * cols * frames * samples * bits + 7) // 8  # BitsAllocated 1: packed bits, whole bytes
     got = len(ds.PixelData)
     if got < expected:
         raise PlainError(f"pixel data is shorter than the header's image size ({got} of {expected} bytes): "
                      "Rows, Columns, NumberOfFrames or BitsAllocated is wrong")
+    if got > expected + expected % 2:  # one byte may pad an odd length to even (PS3.5 8.1.1), nothing more
+        raise PlainError(f"pixel data is longer than the header's image size ({got} bytes, but {rows} rows x {cols} "
+                         f"columns x {frames} frame(s) x {samples} sample(s) x {bits} bits = {expected} bytes): "
+                         "Rows, Columns, NumberOfFrames, SamplesPerPixel or BitsAllocated is wrong")
 
 
 def functional(ds: pydicom.Dataset, seq: str, frame: int = 0) -> pydicom.Dataset | None:

@@ -41,6 +41,8 @@ class ScanInfo:
     color: bool = False
     bits: int | None = None  # stored bits per sample, when the format says
     in_hu: bool = False
+    tilt_deg: float | None = None  # a DICOM series: angle between the slice normal and the slice positions' path
+    slice_gaps: tuple[float, float] | None = None  # a DICOM series: smallest and largest gap along the normal, mm
     header: dict[str, Any] = field(default_factory=dict)
     applied: tuple[str, ...] = ()  # what preprocessing did, step by step (filled by the transforms)
 

@@ -14,23 +14,29 @@ import zlib
 
 from pydicom.errors import InvalidDicomError
 
+from medtl.data.paths import os_reason
+
 
 class PlainError(ValueError):
     """A reader failure whose message is already the plain, identifier-free reason."""
 
 
-def _scrub(text: str) -> str:
-    """Library messages may quote header values: drop anything quoted."""
+def _scrub(text: str, limit: int = 160) -> str:
+    """Library messages may quote header values: drop anything quoted; a long one is cut between words."""
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", " ".join(text.split()))
-    return textwrap.shorten(text, 160, placeholder=" …")  # cut between words, never inside one
+    return textwrap.shorten(text, limit, placeholder=" …")  # cut between words, never inside one
 
 
 def reason(e: BaseException) -> str:
     """A plain one-line reason for a library exception, without the values it may quote."""
     if isinstance(e, PlainError):
         return str(e)
+    if isinstance(e, OSError) and e.errno is not None:  # the OS's own failure (vanished, denied, I/O), not the format's
+        return os_reason(e)
     text = re.sub(r"\S*[/\\]\S*", "<file>", " ".join(str(e).split()))  # the path is the error's subject already
     low = text.lower()
+    if isinstance(e, zlib.error) and "incomplete" not in low and "truncated" not in low:
+        return f"compressed data is corrupt (not valid deflate data: {_scrub(text.split(': ')[-1], 60)})"
     if isinstance(e, (EOFError, zlib.error, gzip.BadGzipFile)) or "truncated" in low or "ended before" in low \
             or "end of file" in low or "unexpected end" in low:
         if "not a gzipped file" in low:
