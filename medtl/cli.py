@@ -131,6 +131,10 @@ def print_comparison(comp: Any, title: str) -> None:
     if len(shift):
         print_table(shift, "domain shift: source vs target (95% CI), drop, MedMNIST-C BE/rBE, feature distances "
                            "(source vs targets pooled), CKA with the frozen extractor per layer group")
+    chosen = comp.selection_table()
+    if len(chosen):
+        print_table(chosen, "label-free model selection: the arm each validator picks without target labels "
+                            "(rank: where it stands on the true target AUC, 1 = best)")
 
 
 # -- demo -----------------------------------------------------------------------------------------

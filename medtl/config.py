@@ -32,6 +32,9 @@ class CorruptionConfig(_Strict):
         default_factory=lambda: [1, 2, 3, 4, 5], description="severities 1-5; one target domain per corruption and severity")
     size: int | None = Field(default=224, gt=0, description="pixels the corruption is applied at (MedMNIST-C's parameters "
                                                             "were set at 224); null: the images' own size")
+    train_per_domain: int = Field(default=0, ge=0, description="unlabelled target training scans: corrupted copies of this "
+                                  "many TRAINING images per target domain (seeded draw; never a test image), for arms that "
+                                  "adapt to the target (dann, coral, mcc, few-shot) and label-free validators; 0: none")
 
 
 class DataConfig(_Strict):
@@ -73,6 +76,10 @@ class ShiftConfig(_Strict):
     max_items: int = Field(default=200, ge=10, description="images per domain for feature distances, CKA, embeddings")
     permutations: int = Field(default=200, ge=0, description="permutations of the MMD test (its p-value)")
     adabn: bool = Field(False, description="also evaluate each arm after AdaBN on every target domain")
+    tent: bool = Field(False, description="also evaluate each arm after TENT (entropy minimisation of the batch-norm affine "
+                       "parameters) on every target domain")
+    tent_epochs: int = Field(default=1, ge=1, description="TENT's passes over a target domain's scans")
+    tent_lr: float = Field(default=1e-3, gt=0, description="TENT's Adam learning rate (the paper's 1e-3)")
     gradcam: int = Field(default=3, ge=0, description="Grad-CAM overlays: scans per side (source, target); 0: none")
 
 
@@ -89,6 +96,12 @@ WINDOWS: dict[str, tuple[float, float]] = {
     "subdural": (75.0, 215.0),
     "stroke": (32.0, 8.0),
 }
+
+class SelectionConfig(_Strict):
+    """Label-free model selection (``medtl.experiment.selection``): on when there are unlabelled target scans."""
+
+    enabled: bool = Field(True, description="score every arm with the label-free validators (source_val, snd, entropy, dev)")
+    max_items: int = Field(default=500, ge=3, description="unlabelled target scans each arm is scored on (one seeded draw)")
 
 
 class WindowConfig(_Strict):
@@ -218,9 +231,53 @@ class LpFtConfig(_FineTune):
     ft_lr_scale: float = Field(default=0.1, gt=0, description="fine-tuning learning rate = lr * this")
 
 
+class _Adapting(_FineTune):
+    """Full fine-tuning plus a weighted adaptation loss on the target's unlabelled scans
+    (``medtl.training.strategies.adapt``)."""
+
+    weight: float = Field(default=1.0, ge=0, description="the adaptation loss's weight (dann: TLlib's trade-off)")
+    weight_schedule: Literal["ganin", "constant"] = Field(
+        "constant", description="how the weight rises over training: ganin (2/(1+exp(-gamma p))-1, Ganin et al. 2016) or constant")
+    gamma: float = Field(default=10.0, gt=0, description="steepness of Ganin's schedule")
+
+
+class DannConfig(_Adapting):
+    """Domain-adversarial training: a discriminator on gradient-reversed features (Ganin et al. 2016)."""
+
+    kind: Literal["dann"] = Field("dann", description=KIND_HELP)
+    weight_schedule: Literal["ganin", "constant"] = Field(
+        "ganin", description="the gradient reversal's coefficient over training: ganin (rises from 0) or constant")
+    align_layer: str | None = Field(None, description="whose pooled features the discriminator sees (a layer group); "
+                                                      "null: the head's input")
+    discriminator_hidden: int = Field(default=256, ge=1, description="hidden width of the domain discriminator")
+
+
+class CoralConfig(_Adapting):
+    """Deep CORAL: source and target feature covariances aligned (Sun & Saenko 2016)."""
+
+    kind: Literal["coral"] = Field("coral", description=KIND_HELP)
+    align_layer: str | None = Field(None, description="whose pooled features are aligned (a layer group); null: the head's input")
+
+
+class MccConfig(_Adapting):
+    """Minimum class confusion on the target's predictions (Jin et al. 2020)."""
+
+    kind: Literal["mcc"] = Field("mcc", description=KIND_HELP)
+    temperature: float = Field(default=2.5, gt=0, description="softmax temperature of the target predictions")
+
+
+class FewShotConfig(_FineTune):
+    """Full fine-tuning on the source plus ``shots`` labelled target scans per class
+    (``medtl.training.strategies.fewshot``): the upper baseline for a site that can label a few."""
+
+    kind: Literal["few-shot"] = Field("few-shot", description=KIND_HELP)
+    shots: int = Field(ge=1, description="labelled target scans per class (drawn with the seed from the target's training scans)")
+    shot_repeat: int = Field(default=1, ge=1, description="times each shot appears per epoch")
+
+
 # One model per kind; a new kind adds its model here and its home under medtl/training/strategies/.
 STRATEGY_MODELS: tuple[type[_Strategy], ...] = (FrozenConfig, ProgressiveConfig, FullConfig, LpFtConfig, SurgicalConfig,
-                                                ScratchConfig)
+                                                ScratchConfig, DannConfig, CoralConfig, MccConfig, FewShotConfig)
 STRATEGY_KINDS: tuple[str, ...] = tuple(m.model_fields["kind"].default for m in STRATEGY_MODELS)
 
 
@@ -304,6 +361,8 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig, description="settings shared by every arm")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow experiment and registered model")
     shift: ShiftConfig = Field(default_factory=ShiftConfig, description="domain-shift analysis of every arm")
+    selection: SelectionConfig = Field(default_factory=SelectionConfig, description="label-free model selection "
+                                       "(validators scored on the target's unlabelled scans)")
 
     _known_kinds = field_validator("strategies", mode="before")(_check_kinds)
 

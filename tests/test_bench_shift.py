@@ -17,8 +17,13 @@ def test_bench_shift_smoke(mlflow_uri, tmp_path: Path) -> None:
     text = results.read_text()
     assert "kept" in text and text.count(bench.START) == 1 and text.count(bench.END) == 1
     section = text[text.index(bench.START):]
-    for row in ("| frozen |", "| frozen+adabn |", "| full |", "| full+adabn |"):
+    for row in ("| frozen |", "| frozen+adabn |", "| frozen+tent |", "| full |", "| full+adabn |", "| dann |",
+                "| dann+tent |", "| mcc |"):
         assert row in section
+    assert "gain_auc_vs_full" in section and "gain_acc_vs_lp-ft" in section
+    for validator in ("| source_val |", "| snd |", "| entropy |", "| dev |"):
+        assert validator in section
+    assert "every arm of today on both target AUC and ACC" in section
     assert "2 target domain(s)" in section and "command: `python benchmarks/bench_shift.py --smoke" in section
     bench.write_section(results, "second run")  # a later run replaces the section in place, not appended
     text = results.read_text()

@@ -50,7 +50,10 @@ def test_every_key_has_a_meaning_and_strategy_keys_name_their_kinds() -> None:
     assert keys["preprocess.size"].default == "null" and "backbone's weights" in keys["preprocess.size"].meaning
     assert "config file's folder" in keys["data.manifest"].meaning
     assert keys["strategies.<name>.unfreeze_every"].kinds == ("progressive",)
-    assert set(keys["strategies.<name>.epochs"].kinds or ()) == {"frozen", "progressive", "full", "lp-ft", "surgical", "scratch"}
+    assert set(keys["strategies.<name>.epochs"].kinds or ()) == {"frozen", "progressive", "full", "lp-ft", "surgical", "scratch",
+                                                                  "dann", "coral", "mcc", "few-shot"}
+    assert set(keys["strategies.<name>.align_layer"].kinds or ()) == {"dann", "coral"}  # a setting of the kinds it means something for
+    assert keys["strategies.<name>.temperature"].kinds == ("mcc",)
 
 
 def test_docs_config_md_matches_the_models() -> None:

@@ -1,7 +1,13 @@
 """Datasets for training: rows from a curated manifest or a MedMNIST ``.npz``, cached by MONAI.
 
 Items are dicts ``{"image": path or array, "label": int, "patient": hashed id, "domain": str,
-"path": str}``. Deterministic transforms are cached (MONAI ``CacheDataset`` in memory, filled by
+"path": str}``. Besides train/val/test, a bundle may hold a ``target`` split: the target sites'
+*training* scans without their labels (``label`` -1), for arms that adapt to a new site and for
+label-free model selection. From a manifest: the target domains' ``train`` rows (with
+``data.source_domains`` set); for MedMNIST-C: corrupted copies of training images
+(``data.corruptions.train_per_domain``), never of test images. Their true labels are kept apart
+(``DataBundle.target_labels``) and read only by ``few_shot_items`` (the ``few-shot`` arm, whose
+point is to see ``k`` of them). Deterministic transforms are cached (MONAI ``CacheDataset`` in memory, filled by
 a thread pool, or ``PersistentDataset`` on disk, filled by the loader's worker processes);
 random augmentations run after the cache, every epoch, in worker processes.
 """
@@ -41,6 +47,8 @@ class DataBundle:
     fingerprint: str  # changes when any row, label, split or file changes
     source: str
     notes: list[str] = field(default_factory=list)
+    # the true labels of splits["target"], row for row: only few_shot_items reads them
+    target_labels: list[int] = field(default_factory=list, repr=False)
 
     def domains(self) -> list[str]:
         return sorted({it["domain"] for items in self.splits.values() for it in items})
@@ -51,6 +59,7 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
     if cfg.corruptions is None:
         _check_domains(cfg, bundle)
     if cfg.source_domains:  # training and model selection see source domains only
+        _unlabelled_target(bundle, cfg)
         for split in ("train", "val"):
             bundle.splits[split] = [it for it in bundle.splits[split] if it["domain"] in cfg.source_domains]
         bundle.notes.append(f"train/val restricted to source domains {cfg.source_domains}")
@@ -61,7 +70,7 @@ def load_data(cfg: DataConfig, seed: int = 0) -> DataBundle:
             bundle.notes.append(f"{split}: stratified subset of {len(bundle.splits[split])} of {before} (seed {seed})")
         bundle.fingerprint = json_sha256([bundle.fingerprint, cfg.subset, seed])
     if cfg.corruptions is not None:  # after the subset: every corruption domain is the same test images
-        add_corruptions(bundle, cfg.corruptions, seed)
+        add_corruptions(bundle, cfg.corruptions, seed, cfg.target_domains)
         _check_domains(cfg, bundle)
     for split in SPLITS:
         if not bundle.splits[split]:
@@ -76,7 +85,8 @@ def check_classes(bundle: DataBundle) -> None:
     so validation could not choose a model nor test report one."""
     if len(bundle.classes) < 2:
         raise DataError(bundle.source, f"only one class ({', '.join(bundle.classes)}): a classifier needs at least two")
-    labels = {split: [bundle.classes[it["label"]] for it in items] for split, items in bundle.splits.items()}
+    labels = {split: [bundle.classes[it["label"]] for it in items] for split, items in bundle.splits.items()
+              if split in SPLITS}  # the unlabelled target split has no labels to check
     gone = missing_classes(labels, bundle.classes)
     if gone:
         split, missing = next(iter(gone.items()))
@@ -93,8 +103,44 @@ def _check_domains(cfg: DataConfig, bundle: DataBundle) -> None:
             raise DataError(f"data.{key}", f"unknown domain(s) {unknown} (present: {sorted(known)})")
 
 
-def add_corruptions(bundle: DataBundle, cc: CorruptionConfig, seed: int = 0) -> None:
-    """MedMNIST-C target domains: the test split's clean images under each corruption and severity."""
+def _hide_labels(bundle: DataBundle, items: list[Item]) -> None:
+    """Append ``items`` to the unlabelled target split, their labels set aside."""
+    bundle.splits.setdefault("target", [])
+    for it in items:
+        bundle.target_labels.append(int(it["label"]))
+        bundle.splits["target"].append({**it, "label": -1})
+
+
+def _unlabelled_target(bundle: DataBundle, cfg: DataConfig) -> None:
+    """A manifest's target-domain ``train`` rows become the unlabelled target split."""
+    source = set(cfg.source_domains or [])
+    rows = [it for it in bundle.splits["train"] if it["domain"] not in source
+            and (cfg.target_domains is None or it["domain"] in cfg.target_domains)]
+    if rows:
+        _hide_labels(bundle, rows)
+        bundle.notes.append(f"target: {len(rows)} training scan(s) of {sorted({it['domain'] for it in rows})} "
+                            "used without their labels")
+
+
+def few_shot_items(bundle: DataBundle, shots: int, seed: int) -> list[Item]:
+    """``shots`` labelled target scans per class (fewer where a class has fewer), drawn with ``seed``.
+
+    The one reader of ``target_labels``: the ``few-shot`` arm's labelled handful.
+    """
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(bundle.target_labels, dtype=int)
+    picked: list[Item] = []
+    for c in range(len(bundle.classes)):
+        idx = np.flatnonzero(labels == c)
+        for i in sorted(rng.choice(idx, min(shots, len(idx)), replace=False).tolist()):
+            picked.append({**bundle.splits["target"][i], "label": int(labels[i])})
+    return picked
+
+
+def add_corruptions(bundle: DataBundle, cc: CorruptionConfig, seed: int = 0, targets: list[str] | None = None) -> None:
+    """MedMNIST-C target domains: the test split's clean images under each corruption and severity;
+    with ``cc.train_per_domain``, also that many training images per target domain, corrupted alike,
+    as the unlabelled target split (never a test image: the test set stays unseen)."""
     from medtl.data.corruptions import corrupt_set, corruption_table, domain_name
 
     table = corruption_table(cc.dataset)
@@ -111,6 +157,17 @@ def add_corruptions(bundle: DataBundle, cc: CorruptionConfig, seed: int = 0) -> 
                 bundle.splits["test"].append({**it, "image": img, "domain": dom, "path": f"{it['path']}@{dom}"})
     bundle.notes.append(f"test: MedMNIST-C ({cc.dataset} parameters) {len(names)} corruption(s) x severities "
                         f"{cc.severities} of the {len(clean)} clean test images, corrupted at {cc.size or 'native'} px")
+    if cc.train_per_domain:
+        train = [it for it in bundle.splits["train"] if it["domain"] == "clean"]
+        doms = [(name, sev) for name in names for sev in cc.severities if targets is None or domain_name(name, sev) in targets]
+        for j, (name, sev) in enumerate(doms):
+            dom = domain_name(name, sev)
+            pick = np.random.default_rng([seed, 7, j]).choice(len(train), min(cc.train_per_domain, len(train)), replace=False)
+            rows = [train[i] for i in sorted(pick.tolist())]
+            images = corrupt_set([np.asarray(it["image"]) for it in rows], cc.dataset, name, sev, seed + 1_000_003, cc.size)
+            _hide_labels(bundle, [{**it, "image": img, "domain": dom, "path": f"{it['path']}@{dom}"} for it, img in zip(rows, images)])
+        bundle.notes.append(f"target: {min(cc.train_per_domain, len(train))} training image(s) per target domain "
+                            f"({len(doms)} domain(s)), corrupted alike and used without their labels")
     bundle.fingerprint = json_sha256([bundle.fingerprint, cc.model_dump(mode="json"), seed])
 
 

@@ -19,6 +19,7 @@ import torch
 from medtl.config import ExperimentConfig
 from medtl.data.datasets import DataBundle
 from medtl.errors import DataError
+from medtl.experiment.selection import selection_table
 from medtl.experiment.tables import results_table, shift_table, sweep_table
 from medtl.models.registry import InputSpec
 from medtl.models.transfer import TransferModel, create_model
@@ -101,6 +102,9 @@ class Comparison:
 
     def sweep_table(self) -> pd.DataFrame:
         return sweep_table(self.arms)
+
+    def selection_table(self) -> pd.DataFrame:
+        return selection_table(self.arms)
 
     SUMMARY = "comparison.json"
 

@@ -18,7 +18,9 @@ from typing import Protocol
 import pandas as pd
 
 from medtl.config import ExperimentConfig, StrategyConfig
-from medtl.data.datasets import load_data
+from medtl.data.datasets import DataBundle, load_data
+from medtl.errors import ConfigError
+from medtl.experiment.selection import SelectionProbe
 from medtl.experiment.results import ArmResult, Comparison, pick_best
 from medtl.experiment.shared import SharedData
 from medtl.experiment.shift import ShiftProbe
@@ -50,13 +52,23 @@ class NullTracker:
     def finish(self, comparison: Comparison) -> None: ...
 
 
+def check_target_data(cfg: ExperimentConfig, data: DataBundle) -> None:
+    """Arms that learn from the target site need its training scans: say so before any work."""
+    for s in cfg.strategies:
+        if strategy_for(s).uses_target and not data.splits.get("target"):
+            raise ConfigError(f"strategies.{s.name}", f"{s.kind} needs the target site's training scans, and there are none: "
+                              "set data.source_domains (a manifest's other domains' train rows become the target) or "
+                              "data.corruptions.train_per_domain (MedMNIST-C)")
+
+
 def run_folder(cfg: ExperimentConfig, root: Path | None = None) -> Path:
     """Where a config's checkpoints live: one folder per config (its hash), so --resume finds it."""
     key = json_sha256(cfg.model_dump(mode="json", exclude={"tracking"}))[:16]
     return Path(root or Path.cwd() / ".medtl" / "runs") / f"{cfg.name}-{key}"
 
 
-def run_arm(s: StrategyConfig, seed: int, shared: SharedData, tracker: Tracker, folder: Path, shift: ShiftProbe | None = None) -> ArmResult:
+def run_arm(s: StrategyConfig, seed: int, shared: SharedData, tracker: Tracker, folder: Path, shift: ShiftProbe | None = None,
+            select: SelectionProbe | None = None) -> ArmResult:
     """Train and evaluate one arm; a finished arm found on disk (``--resume``) is loaded, not retrained."""
     if (folder / ArmResult.RESULT).is_file():
         return ArmResult.load(folder)
@@ -83,6 +95,8 @@ def run_arm(s: StrategyConfig, seed: int, shared: SharedData, tracker: Tracker, 
     if shift is not None and shift.active:
         arm.shift = shift.analyse(arm, seed)
         arm.metrics.update(arm.shift.metrics)
+    if select is not None:
+        arm.metrics.update(select.score(arm))  # label-free validators (select.<validator>)
     if shared.ctx.is_main:
         arm.save(folder)
     return arm
@@ -99,6 +113,7 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
     tracker = tracker if tracker is not None and ctx.is_main else NullTracker()
     device = ctx.device(cfg.train.device) if ctx.active else resolve_device(cfg.train.device)
     data = load_data(cfg.data, cfg.train.seed)
+    check_target_data(cfg, data)
     spec = input_spec(cfg.backbone.name, cfg.preprocess.size)  # made once; every model built here carries it
     folder = run_folder(cfg, workdir)
     with process_group(ctx, device), rng_restored(device):  # arms seed the global generators; the caller's come back
@@ -110,6 +125,7 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
         comparison = Comparison(cfg, data, spec, folder=folder)
         shared = SharedData(cfg, data, spec, folder, device, ctx)
         shift = ShiftProbe(shared, cfg.train.seed)
+        select = SelectionProbe(shared, cfg.train.seed)
         if shift.active:  # the frozen ImageNet extractor, measured once on the same images as every arm
             seed_everything(cfg.train.seed)
             shift.prepare(build_backbone(cfg.backbone.name, pretrained=cfg.backbone.weights == "imagenet", spec=spec))
@@ -118,7 +134,7 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
         for seed in cfg.train.all_seeds:
             for s in cfg.strategies:
                 tracker.start_arm(s, seed)
-                arm = run_arm(s, seed, shared, tracker, folder / f"{s.name}-seed{seed}", shift)
+                arm = run_arm(s, seed, shared, tracker, folder / f"{s.name}-seed{seed}", shift, select)
                 comparison.arms.append(arm)
                 tracker.end_arm(arm, comparison)
         comparison.best = pick_best(comparison.arms)

@@ -49,6 +49,12 @@ class SharedData:
                         num_workers=self.cfg.data.num_workers, seed=seed)
         return distributed_loader(single, self.ctx, train) if shard and self.ctx.active else single
 
+    def extra_split(self, key: str, build: Any) -> str:
+        """A split a strategy makes from the data (``build(bundle) -> items``; few-shot's source + shots), built once."""
+        if key not in self.data.splits:
+            self.data.splits[key] = build(self.data)
+        return key
+
     def checkpointer(self, folder: Path) -> Checkpointer:
         return Checkpointer(folder, write=self.ctx.is_main)
 

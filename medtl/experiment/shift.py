@@ -10,13 +10,15 @@ see source data only (``medtl.data.datasets.load_data``). After each arm:
 * linear CKA between the frozen extractor and the arm's backbone at every layer group, on the
   same probe images (source and target);
 * the drop from source to each target, MedMNIST-C's BE and rBE for corruption domains;
-* with ``shift.adabn``: every target domain again after AdaBN on its own unlabelled scans.
+* with ``shift.adabn``: every target domain again after AdaBN on its own unlabelled scans;
+* with ``shift.tent``: likewise after TENT (entropy minimisation of the batch-norm affine
+  parameters, ``medtl.training.tent``) on each target domain's own scans.
 
 Metric names (MLflow, on the run that measured them): ``shift.<m>`` source vs all targets pooled,
 ``shift.<m>.<domain>`` per target (m: mmd, mmd_p, coral, frechet, proxy_a_distance), ``cka.<group>``,
 ``source.test_<metric>`` / ``target.test_<metric>`` (with ``_ci_low``/``_ci_high``),
 ``drop.test_<metric>[.<domain>]``, ``shift.error.<c>``, ``shift.be[.<c>]``, ``shift.rbe[.<c>]``, and
-``adabn.`` before any of these for the adapted model.
+``adabn.`` / ``tent.`` before any of these for the adapted model.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from medtl.metrics.summary import summarize
 from medtl.training.adabn import adapt_bn
 from medtl.training.feature_cache import extract_features
 from medtl.training.loop import predict_probs
+from medtl.training.tent import tent
 
 SHIFT_NAMES = ("mmd", "mmd_p", "coral", "frechet", "proxy_a_distance")
 
@@ -131,17 +134,27 @@ class ShiftProbe:
         rep.embedding = {"extractor": self.extractor[layer].numpy(), "model": feats[layer].numpy(), "domain": doms,
                          "label": self.labels[self.index]}
         rep.metrics.update(self.outcome(arm.test_labels, arm.test_probs, arm.test_items, "", seed))
-        if cfg.shift.adabn:
+        for prefix, method in self.test_time_methods().items():
             probs = np.array(arm.test_probs, copy=True)
             for d in self.targets:
                 idx = np.flatnonzero(self.domains == d)
-                adapted = adapt_bn(model, self._loader(idx), self.shared.device)
-                probs[idx], _ = predict_probs(adapted, self._loader(idx), self.shared.device, cfg.train.amp, f"AdaBN {d}")
-            rep.metrics.update(self.outcome(arm.test_labels, probs, arm.test_items, "adabn.", seed))
+                adapted = method(model, self._loader(idx), self.shared.device)
+                probs[idx], _ = predict_probs(adapted, self._loader(idx), self.shared.device, cfg.train.amp, f"{prefix} {d}")
+            rep.metrics.update(self.outcome(arm.test_labels, probs, arm.test_items, f"{prefix}.", seed))
         if cfg.shift.gradcam:
             rep.gradcam = self.gradcam(model, layer, rep.metrics)
         model.cpu().eval()
         return rep
+
+    def test_time_methods(self) -> dict[str, Any]:
+        """Metric prefix -> ``(model, target batches, device) -> adapted copy``, as the config asks."""
+        cfg = self.shared.cfg.shift
+        methods: dict[str, Any] = {}
+        if cfg.adabn:
+            methods["adabn"] = adapt_bn
+        if cfg.tent:
+            methods["tent"] = lambda m, b, dev: tent(m, b, dev, epochs=cfg.tent_epochs, lr=cfg.tent_lr)
+        return methods
 
     def outcome(self, labels: np.ndarray, probs: np.ndarray, items: pd.DataFrame, prefix: str, seed: int) -> dict[str, float]:
         """Source and target metrics with intervals, per-domain metrics, the drop, BE and rBE."""

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 TABLE_METRICS = ("auc", "acc", "balanced_acc", "sensitivity", "specificity", "f1", "ece")
+TEST_TIME = ("adabn", "tent")  # test-time methods (medtl.experiment.shift), as metric prefixes and `<arm>+<method>` lines
 
 
 def results_table(arms: list[Any]) -> pd.DataFrame:
@@ -66,7 +67,7 @@ def shift_table(arms: list[Any]) -> pd.DataFrame:
     rows = []
     for name in dict.fromkeys(a.strategy for a in arms):
         group = [a for a in arms if a.strategy == name]
-        for prefix, label in (("", name), ("adabn.", f"{name}+adabn")):
+        for prefix, label in (("", name), *((f"{m}.", f"{name}+{m}") for m in TEST_TIME)):
             if f"{prefix}target.test_auc" not in group[0].metrics:
                 continue
             m = lambda k: float(np.mean([a.metrics.get(k, np.nan) for a in group]))  # noqa: E731

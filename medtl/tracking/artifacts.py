@@ -83,6 +83,9 @@ def comparison_summary(comparison: Comparison) -> Artifacts:
     table = comparison.table()
     out = Artifacts(figures={"plots/comparison.png": plots.comparison_chart(table)},
                     texts={"comparison.md": markdown_table(table)})
+    chosen = comparison.selection_table()
+    if len(chosen):  # which arm each label-free validator would pick, and how it ranks on the target
+        out.texts["selection.md"] = markdown_table(chosen)
     if comparison.shift_extractor:
         out.texts["shift.md"] = markdown_table(comparison.shift_table())
         profiles = {a.strategy: cka_profile(a) for a in comparison.arms if a.seed == comparison.arms[0].seed}

@@ -173,17 +173,18 @@ def cka_profile(profiles: dict[str, dict[str, float]]) -> Figure:
 
 
 def domain_bars(metrics: dict[str, float], domains: Sequence[str], metric: str, title: str) -> Figure:
-    """One bar per domain with its 95% interval; the AdaBN value beside it where there is one."""
+    """One bar per domain with its 95% interval; the AdaBN and TENT values beside it where there are some."""
     vals = np.array([metrics.get(f"test_{metric}.{d}", np.nan) for d in domains])
     lo = np.array([metrics.get(f"test_{metric}_ci_low.{d}", np.nan) for d in domains])
     hi = np.array([metrics.get(f"test_{metric}_ci_high.{d}", np.nan) for d in domains])
-    ada = np.array([metrics.get(f"adabn.test_{metric}.{d}", np.nan) for d in domains])
     y = np.arange(len(domains))
     fig, ax = _subplots(figsize=(6.5, 0.18 * len(domains) + 1.6))
     err = np.nan_to_num(np.vstack([vals - lo, hi - vals]).clip(0, None))
     ax.barh(y, vals, xerr=err, height=0.6, color="C0", alpha=0.8, label=f"{metric} (95% CI)", error_kw={"lw": 0.8})
-    if np.isfinite(ada).any():
-        ax.scatter(ada, y, color="C3", marker="|", s=80, label="after AdaBN", zorder=3)
+    for method, label, color in (("adabn", "after AdaBN", "C3"), ("tent", "after TENT", "C2")):
+        after = np.array([metrics.get(f"{method}.test_{metric}.{d}", np.nan) for d in domains])
+        if np.isfinite(after).any():
+            ax.scatter(after, y, color=color, marker="|", s=80, label=label, zorder=3)
     ax.set_yticks(y, domains, fontsize=6)
     ax.invert_yaxis()
     ax.set_xlim(0, 1.02)

@@ -290,9 +290,13 @@ class MlflowTracker:
         if comparison.shift_extractor:  # measured here: the frozen ImageNet extractor, once per comparison
             self._log_metrics(run_id, comparison.shift_extractor)
         weights = next((a.weights_sha256 for a in comparison.arms if a.weights_sha256), "random-init")
+        chosen = comparison.selection_table()  # label-free validators: the arm each picks, its rank on the target
         c.log_batch(run_id, tags=[RunTag("medtl.best_strategy", best.strategy), RunTag("medtl.best_seed", str(best.seed)),
-                                  RunTag("medtl.weights_sha256", weights)])
+                                  RunTag("medtl.weights_sha256", weights),
+                                  *(RunTag(f"medtl.select.{r.validator}", r.picks) for r in chosen.itertuples())])
         have = c.get_run(run_id).data.metrics
+        self._log_metrics(run_id, {k: float(r.rank_on_target_auc) for r in chosen.itertuples()
+                                   if (k := f"select.{r.validator}.rank") not in have})
         self._log_metrics(run_id, {k: v for k, v in {"best_val_auc": best.val_auc, "best_test_auc": best.metrics["test_auc"],
                                                      "best_test_acc": best.metrics["test_acc"]}.items() if k not in have})
 

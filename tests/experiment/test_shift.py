@@ -11,7 +11,7 @@ def test_comparison_with_source_and_target_logs_shift(marker_data, mlflow_uri) -
     cfg = tiny_config(marker_data)
     cfg["data"]["source_domains"] = ["scanner_a"]
     cfg["data"]["target_domains"] = ["scanner_b"]
-    cfg["shift"] = {"max_items": 10, "permutations": 20, "adabn": True, "gradcam": 1}
+    cfg["shift"] = {"max_items": 10, "permutations": 20, "adabn": True, "tent": True, "gradcam": 1}
     cfg["tracking"]["system_metrics"] = False
     comp = api.compare(cfg)
     assert all(it["domain"] == "scanner_a" for s in ("train", "val") for it in comp.data.splits[s])
@@ -26,8 +26,11 @@ def test_comparison_with_source_and_target_logs_shift(marker_data, mlflow_uri) -
         m = r.data.metrics
         for k in ("shift.mmd", "shift.mmd_p", "shift.coral", "shift.frechet", "shift.proxy_a_distance",
                   "source.test_auc", "target.test_auc", "target.test_auc_ci_low", "drop.test_auc", "drop.test_auc.scanner_b",
-                  "test_ece.scanner_a", "test_ece.scanner_b", "adabn.test_auc.scanner_b", "adabn.target.test_auc"):
+                  "test_ece.scanner_a", "test_ece.scanner_b", "adabn.test_auc.scanner_b", "adabn.target.test_auc",
+                  "tent.test_auc.scanner_b", "tent.target.test_auc", "tent.drop.test_auc"):
             assert k in m, (r.data.tags["medtl.strategy"], k)
+        assert {"select.source_val", "select.snd", "select.entropy", "select.dev"} <= set(m)  # label-free validators
+        assert m["select.source_val"] == pytest.approx(m["best_val_auc"])
         assert 0 <= m["shift.mmd_p"] <= 1 and 0 <= m["shift.proxy_a_distance"] <= 2
         assert m["drop.test_auc"] == pytest.approx(m["source.test_auc"] - m["target.test_auc"])
         cka = {k: v for k, v in m.items() if k.startswith("cka.")}
@@ -39,8 +42,16 @@ def test_comparison_with_source_and_target_logs_shift(marker_data, mlflow_uri) -
             assert all(0.0 <= v <= 1.0 + 1e-9 for v in cka.values()) and min(cka.values()) < 0.9999
         assert {"plots/shift/embedding.png", "plots/shift/cka.png", "plots/shift/domains_auc.png",
                 "plots/shift/gradcam.png"} <= artifact_files(client, r.info.run_id)
+    assert len(comp.data.splits["target"]) > 0 and all(it["label"] == -1 for it in comp.data.splits["target"])
+    chosen = comp.selection_table()
+    assert list(chosen["validator"]) == ["source_val", "snd", "entropy", "dev"]
+    assert set(chosen["picks"]) <= {"frozen", "full"} and set(chosen["rank_on_target_auc"]) <= {1, 2}
+    for r in chosen.itertuples():
+        assert parent.data.tags[f"medtl.select.{r.validator}"] == r.picks
+        assert parent.data.metrics[f"select.{r.validator}.rank"] == r.rank_on_target_auc
+    assert "selection.md" in artifact_files(client, comp.run_id)
     table = comp.shift_table()
-    assert list(table["strategy"]) == ["frozen", "frozen+adabn", "full", "full+adabn"]
+    assert list(table["strategy"]) == ["frozen", "frozen+adabn", "frozen+tent", "full", "full+adabn", "full+tent"]
     cka_cols = [c for c in table.columns if c.startswith("cka.")]
     assert cka_cols == ["cka.stem", "cka.stage1", "cka.stage2"]  # the backbone's order, not alphabetical
     full = comp.arms[[a.strategy for a in comp.arms].index("full")]

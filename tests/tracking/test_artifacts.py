@@ -24,7 +24,7 @@ def test_artifacts_are_a_pure_function_of_the_results(marker_data, tmp_path, mon
     assert len(preds) == len(lpft.test_labels) and "path" not in preds.columns
     start, summary = comparison_start(comp), comparison_summary(comp)
     assert {"config.yaml", "data.json", "curation/report.md"} <= start.paths()
-    assert summary.paths() == {"plots/comparison.png", "comparison.md", "shift.md", "plots/shift/cka.png"}
+    assert summary.paths() == {"plots/comparison.png", "comparison.md", "shift.md", "plots/shift/cka.png", "selection.md"}
     texts = [*files.texts.values(), *start.texts.values(), *summary.texts.values(), json.dumps(start.dicts["data.json"])]
     paths = [it["path"] for items in comp.data.splits.values() for it in items]
     assert not any(p in t for p in paths for t in texts), "a file path reached an artifact"

@@ -45,7 +45,7 @@ def test_every_kind_of_the_config_has_one_home_and_every_shipped_config_loads() 
 
     assert sorted(registered_kinds()) == sorted(STRATEGY_KINDS)
     for kind in STRATEGY_KINDS:
-        assert strategy_for(strategy_config(name=f"my-{kind}", kind=kind, **({"groups": ["stem"]} if kind == "surgical" else {}))).kind == kind
+        assert strategy_for(strategy_config(name=f"my-{kind}", kind=kind, **{"surgical": {"groups": ["stem"]}, "few-shot": {"shots": 2}}.get(kind, {}))).kind == kind
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         cfg = load_config(path)
         assert all(s.kind in STRATEGY_KINDS for s in cfg.strategies), path

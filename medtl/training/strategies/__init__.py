@@ -4,7 +4,7 @@ To add a kind: its config model in ``medtl.config`` (added to ``STRATEGY_MODELS`
 here with a ``@register``ed ``Strategy`` subclass, imported below. Nothing else knows kinds.
 """
 
-from medtl.training.strategies import finetune, frozen, lpft  # noqa: F401  (each registers its kinds)
+from medtl.training.strategies import coral, dann, fewshot, finetune, frozen, lpft, mcc  # noqa: F401  (each registers its kinds)
 from medtl.training.strategies.base import (Arm, ArmData, Strategy, Trained, build_schedule, register, registered_kinds,
                                             strategy_for)
 

@@ -33,6 +33,7 @@ class ArmData(Protocol):
     ctx: DistContext
 
     def loader(self, split: str, train: bool = False, seed: int = 0, shard: bool = False) -> Any: ...
+    def extra_split(self, key: str, build: Callable[[Any], list[dict[str, Any]]]) -> str: ...
     def features_for(self, built: BuiltBackbone, seed: int, split: str) -> Features: ...
     def checkpointer(self, folder: Path) -> Checkpointer: ...
 
@@ -69,6 +70,7 @@ class Strategy:
 
     kind: ClassVar[str]
     pretrained: ClassVar[bool] = True  # starts from the backbone's ImageNet weights (scratch: False)
+    uses_target: ClassVar[bool] = False  # trains with the target sites' training scans (the ``target`` split)
 
     def __init__(self, config: Any) -> None:
         self.config = config

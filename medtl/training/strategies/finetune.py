@@ -40,6 +40,10 @@ class FineTuning(Strategy):
         """Losses added to the classification loss at every step, logged as ``<name>_loss`` (none here)."""
         return None
 
+    def train_split(self, arm: Arm) -> str:
+        """The labelled split the loop trains on (few-shot adds target scans to it)."""
+        return "train"
+
     def train(self, arm: Arm) -> Trained:
         built = arm.built
         seed_everything(arm.seed)
@@ -47,7 +51,7 @@ class FineTuning(Strategy):
         probe = self.prepare(arm, model)
         groups = model.groups()
         schedule = self.schedule(tuple(groups), arm.train)
-        result = fit(model, groups, schedule, arm.data.loader("train", train=True, seed=arm.seed, shard=True),
+        result = fit(model, groups, schedule, arm.data.loader(self.train_split(arm), train=True, seed=arm.seed, shard=True),
                      arm.data.loader("val", shard=True), arm.opts, arm.data.checkpointer(arm.folder / "model"), arm.on_epoch,
                      self.target_stream(arm), self.extra_loss(arm, model))
         probs, labels = predict_probs(model, arm.data.loader("test", shard=True), arm.data.device, arm.train.amp, "testing",
