@@ -56,23 +56,20 @@ def backbone_groups(name: str) -> list[str]:
 def check_strategy(s: StrategyConfig, groups: list[str], cfg: ExperimentConfig) -> None:
     """One arm against the backbone's groups: its kind has a home, its schedule builds over the groups
     (a surgical arm's ``groups``), and a frozen arm's ``layer``/``layers`` are among them."""
-    from medtl.training.schedule import HEAD
     from medtl.training.strategies import strategy_for
-    from medtl.training.strategies.frozen import sweep_layers
 
-    strategy_for(s).schedule((*groups, HEAD), cfg.train)
-    if s.kind == "frozen":
-        sweep_layers(s, groups)  # type: ignore[arg-type]
+    strategy_for(s).check(tuple(groups), cfg.train)
 
 
 def check_world(cfg: ExperimentConfig) -> None:
     """Under ``torchrun`` a fine-tuning arm splits each global batch across the processes: it must divide
     (found otherwise when the first such arm builds its loader, after the arms before it trained)."""
     from medtl.training.distributed import DistContext
+    from medtl.training.strategies import strategy_for
 
     ctx = DistContext.from_env()
     bs = cfg.train.batch_size
-    if ctx.active and bs % ctx.world_size and any(s.kind != "frozen" for s in cfg.strategies):
+    if ctx.active and bs % ctx.world_size and any(strategy_for(s).trains_backbone for s in cfg.strategies):
         raise ConfigError("train.batch_size", f"{bs} is the global batch; it must divide by the {ctx.world_size} processes")
 
 

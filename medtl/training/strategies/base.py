@@ -23,7 +23,7 @@ from medtl.models.transfer import BuiltBackbone, TransferModel
 from medtl.training.distributed import DistContext
 from medtl.training.feature_cache import Features
 from medtl.training.loop import Checkpointer, FitOptions, FitResult
-from medtl.training.schedule import Schedule
+from medtl.training.schedule import HEAD, Schedule
 
 
 class ArmData(Protocol):
@@ -71,6 +71,7 @@ class Strategy:
     kind: ClassVar[str]
     pretrained: ClassVar[bool] = True  # starts from the backbone's ImageNet weights (scratch: False)
     uses_target: ClassVar[bool] = False  # trains with the target sites' training scans (the ``target`` split)
+    trains_backbone: ClassVar[bool] = True  # under torchrun its batches are split across processes (a head alone: not)
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -87,6 +88,10 @@ class Strategy:
 
     def train(self, arm: Arm) -> Trained:
         raise NotImplementedError
+
+    def check(self, groups: tuple[str, ...], train: TrainConfig) -> None:
+        """Raise the ``ConfigError`` this arm would meet on a backbone with ``groups`` (preflight, before any arm runs)."""
+        self.schedule((*groups, HEAD), train)
 
 
 _KINDS: dict[str, type[Strategy]] = {}

@@ -56,7 +56,12 @@ def _selection_key(r: FitResult, order: int) -> tuple[float, float, int]:
 @register
 class Frozen(Strategy):
     kind = "frozen"
+    trains_backbone = False
     config: FrozenConfig
+
+    def check(self, groups: tuple[str, ...], train: TrainConfig) -> None:
+        super().check(groups, train)
+        sweep_layers(self.config, list(groups))
 
     def schedule(self, groups: tuple[str, ...], train: TrainConfig) -> Schedule:
         return head_only((HEAD,), self.epochs(train), self.config.lr or train.head_lr, train.schedule)
