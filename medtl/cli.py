@@ -346,7 +346,7 @@ def cmd_compare(a: argparse.Namespace) -> int:
 
 # -- config ---------------------------------------------------------------------------------------
 def cmd_config(a: argparse.Namespace) -> int:
-    from medtl.config_reference import reference_markdown
+    from medtl.config.reference import reference_markdown
 
     sys.stdout.write(reference_markdown())
     return 0
@@ -392,7 +392,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
 
 # -- the parser: one block per command ------------------------------------------------------------
 def _preprocess_help() -> str:
-    from medtl.config_reference import section_keys
+    from medtl.config.reference import section_keys
 
     keys = section_keys("preprocess")
     width = max(len(k.key) for k in keys) - len("preprocess.")
@@ -401,7 +401,7 @@ def _preprocess_help() -> str:
 
 
 def _compare_help() -> str:
-    from medtl.config_reference import strategy_kinds
+    from medtl.config.reference import strategy_kinds
     from medtl.models.registry import get_backbone, list_backbones
 
     kinds = strategy_kinds()

@@ -6,7 +6,7 @@ import warnings
 import pytest
 
 from medtl.config import load_config, plan_arms
-from medtl.config_reference import missing_descriptions, reference_keys, reference_markdown
+from medtl.config.reference import missing_descriptions, reference_keys, reference_markdown
 from medtl.errors import MedtlWarning
 from tests.conftest import ROOT
 

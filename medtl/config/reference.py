@@ -157,8 +157,8 @@ def reference_markdown(model: type[BaseModel] = ExperimentConfig) -> str:
     lines = [
         "# Config reference",
         "",
-        "Generated from the pydantic models in `medtl/config.py` by `medtl config --reference`; "
-        "`tests/test_config_reference.py` fails when this file and the models differ "
+        "Generated from the pydantic models in `medtl/config/` by `medtl config --reference`; "
+        "`tests/test_config.py` fails when this file and the models differ "
         "(regenerate: `medtl config --reference > docs/config.md`).",
         "",
         "A config is YAML with the sections below. Unknown keys are errors. Relative paths "
