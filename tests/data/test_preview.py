@@ -53,4 +53,4 @@ def test_preview_command_writes_a_png(tmp_path) -> None:
     assert (tmp_path / "o" / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run([sys.executable, "-m", "medtl", "preview", str(dcm), "--out", str(tmp_path / "x.png"),
                           "--preprocess", "window=lungs"], capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and bad.stderr.strip().startswith("medtl: error: preprocess.window: unknown window 'lungs'")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("medtl: error: --preprocess window: unknown window 'lungs' (allowed: lung,")
