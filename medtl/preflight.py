@@ -75,7 +75,7 @@ def check_world(cfg: ExperimentConfig) -> None:
 
 def preflight(cfg: ExperimentConfig) -> None:
     """Raise the first ``ConfigError`` any arm would meet, before data is read or a run is started."""
-    from medtl.data.transforms import build_augmentations
+    from medtl.data.augment import build_augmentations
 
     check_device(cfg.train.device)
     check_world(cfg)

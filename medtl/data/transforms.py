@@ -54,7 +54,7 @@ from monai.transforms import (
 from medtl.config import PreprocessConfig
 from medtl.data.intensity import INTENSITY, ApplyIntensityd, CheckFinite, IntensityMap, PlanIntensityd, nonfinite_count
 from medtl.data.readers import ScanInfo, array_scan, axcodes, read_scan, reason
-from medtl.errors import ConfigError, MedtlError, ScanError
+from medtl.errors import MedtlError, ScanError
 from medtl.models.registry import InputSpec
 
 INFO = "scan_info"
@@ -63,7 +63,7 @@ AXES = {"sagittal": 0, "coronal": 1, "axial": 2}  # in LPS
 AXIS_NAMES = {v: k for k, v in AXES.items()}
 
 __all__ = ["INFO", "AXES", "LoadScand", "CheckFinited", "SelectVolumed", "OrientVolumed", "ToPlaned", "SquarePixelsd", "ToChannels",
-           "ToChannelsd", "SquarePad", "SquarePadd", "PreparedScan", "array_scan", "build_augmentations", "prepare_scan",
+           "ToChannelsd", "SquarePad", "SquarePadd", "PreparedScan", "array_scan", "prepare_scan",
            "preprocess_scan", "scan_transforms", "single_threaded"]
 
 
@@ -309,26 +309,6 @@ class SquarePadd(MapTransform):
                 side = max(h, w)
                 d[INFO] = d[INFO].with_step(f"pad: {h}x{w} zero-padded to {side}x{side} (nothing cropped)")
         return d
-
-
-def build_augmentations(specs: list[dict[str, Any]], keys: tuple[str, ...] = ("image",)) -> list[Transform]:
-    """MONAI random transforms by name from the config, e.g. ``{name: RandFlipd, prob: 0.5, spatial_axis: 1}``."""
-    import monai.transforms as mt
-
-    out = []
-    for i, raw in enumerate(specs):
-        kw = dict(raw)
-        name = str(kw.pop("name", ""))
-        cls = getattr(mt, name, None)
-        if cls is None or not isinstance(cls, type) or not name.startswith("Rand"):
-            raise ConfigError(f"train.augment[{i}]", f"'{name}' is not a MONAI random transform (e.g. RandFlipd, RandAffined)")
-        if not name.endswith("d"):
-            raise ConfigError(f"train.augment[{i}]", f"use the dictionary form '{name}d'")
-        try:
-            out.append(cls(keys=list(keys), **kw))
-        except TypeError as e:
-            raise ConfigError(f"train.augment[{i}]", f"{name}: {e}") from None
-    return out
 
 
 def _plane_steps(pp: PreprocessConfig, keys: tuple[str, ...], intensity: bool = True) -> list[Any]:

@@ -14,7 +14,7 @@ import torch
 
 from medtl.config import ExperimentConfig
 from medtl.data.datasets import DataBundle, class_weights, loader, prepared_dataset
-from medtl.data.transforms import build_augmentations
+from medtl.data.augment import build_augmentations
 from medtl.models.registry import InputSpec
 from medtl.models.transfer import BuiltBackbone
 from medtl.training.distributed import SINGLE, DistContext, distributed_loader

@@ -11,7 +11,8 @@ from medtl.config import PreprocessConfig
 from medtl.data.batched import BatchedArrays, batchable
 from medtl.data.datasets import fully_cached, loader, prepared_dataset
 from medtl.data.medmnist import read_medmnist
-from medtl.data.transforms import build_augmentations, scan_transforms
+from medtl.data.augment import build_augmentations
+from medtl.data.transforms import scan_transforms
 from medtl.models.registry import InputSpec, get_backbone
 from tests.conftest import shared_path
 

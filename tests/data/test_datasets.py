@@ -11,7 +11,8 @@ from monai.data import CacheDataset, PersistentDataset
 from medtl.config import PreprocessConfig
 from medtl.data.datasets import fully_cached, image_dataset, loader, resolve_workers
 from medtl.data.synthetic import write_ct_dicom
-from medtl.data.transforms import build_augmentations, scan_transforms
+from medtl.data.augment import build_augmentations
+from medtl.data.transforms import scan_transforms
 from medtl.models.registry import InputSpec
 
 SPEC = InputSpec(32, 3, (0.5,) * 3, (0.25,) * 3, "bilinear", "test")

@@ -164,7 +164,7 @@ def test_augmentation_never_writes_into_the_cache(marker_data, tmp_path, monkeyp
     """Steps after the first random transform run on a copy: a cached image looks the same every epoch
     (otherwise normalisation would compound epoch after epoch and a resumed run would differ)."""
     from medtl.data.datasets import load_data
-    from medtl.data.transforms import build_augmentations
+    from medtl.data.augment import build_augmentations
 
     cfg = load_config(tiny_config(marker_data))
     spec = build_backbone("tiny").spec
