@@ -134,17 +134,12 @@ class IndexResult:
 
 def read_label_sheet(sheet: str | Path, on: str) -> dict[str, str]:
     """Hashed key -> label; the key column is hashed as the sheet is read and the rest dropped."""
-    import pandas as pd
+    from medtl.data.manifest import read_csv_text  # pandas: loaded only when a sheet is given
 
     if on not in LABEL_KEYS:
         raise ConfigError("--on", f"unknown key '{on}' (use {', '.join(LABEL_KEYS)})")
     p = Path(sheet)
-    if not p.is_file():
-        raise DataError(p, "label sheet not found")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except Exception as e:  # noqa: BLE001
-        raise DataError(p, f"not a readable CSV ({type(e).__name__})") from None
+    df = read_csv_text(p, "label sheet")
     _, prefix, names = LABEL_KEYS[on]
     norm = {re.sub(r"[^a-z0-9_]", "", c.lower()): c for c in df.columns}
     key_col = next((norm[n] for n in names if n in norm), None)

@@ -22,15 +22,20 @@ SPLITS = ("train", "val", "test")
 DEFAULT_DOMAIN = "all"
 
 
+def read_csv_text(p: Path, what: str) -> pd.DataFrame:
+    """A CSV of text cells (no value turned into NaN or a number), or a one-line ``DataError`` naming it."""
+    if not p.is_file():
+        raise DataError(p, f"{what} not found")
+    try:
+        return pd.read_csv(p, dtype=str, keep_default_na=False)
+    except Exception as e:  # noqa: BLE001
+        raise DataError(p, f"not a readable CSV ({' '.join(str(e).split())[:120]})") from None
+
+
 def read_manifest(path: str | Path, require_split: bool = False) -> pd.DataFrame:
     """Read and check a manifest; ``path`` is resolved, ``patient_id`` hashed, ``domain`` filled."""
     p = Path(path)
-    if not p.is_file():
-        raise DataError(p, "manifest not found")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except Exception as e:  # noqa: BLE001
-        raise DataError(p, f"not a readable CSV ({' '.join(str(e).split())[:120]})") from None
+    df = read_csv_text(p, "manifest")
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise DataError(p, f"missing column(s) {', '.join(missing)} (needs {', '.join(REQUIRED)})")
