@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -113,3 +117,25 @@ def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[object]], rig
              "|" + "|".join("---:" if i in right else "---" for i in range(len(columns))) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for the servers the tests and benchmarks start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, proc: subprocess.Popen, log: Path, what: str, timeout: float) -> None:
+    """Until ``url`` answers 200; an error with the log's tail if ``proc`` exits or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"{what} did not come up: {log.read_text()[-3000:]}")

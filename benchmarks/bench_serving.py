@@ -19,7 +19,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._common import SHARED, header, load_average, markdown_table, publish  # noqa: E402
+from benchmarks._common import SHARED, free_port, header, load_average, markdown_table, publish, wait_for_http  # noqa: E402
 
 CLASSES = ["clear", "marker"]
 
@@ -72,12 +71,6 @@ def log_random_model(name: str, backbone: str = "resnet18", size: int = 224) -> 
     return f"models:/{name}@champion"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class ModelServer:
     """``mlflow models serve`` of a model URI on 127.0.0.1 (its own free port and process group); ``stop`` ends it."""
 
@@ -93,17 +86,7 @@ class ModelServer:
                                          env={**os.environ, **(env or {}), "PATH": path})
 
     def wait(self, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow models serve exited: {self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise RuntimeError(f"mlflow models serve did not come up: {self.log.read_text()[-3000:]}")
+        wait_for_http(f"{self.url}/ping", self.proc, self.log, "mlflow models serve", timeout)
 
     def post(self, payload: dict) -> tuple[int, str]:
         req = urllib.request.Request(f"{self.url}/invocations", data=json.dumps(payload).encode(),

@@ -8,13 +8,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
 import pydicom
 import pytest
 
+from benchmarks._common import free_port, wait_for_http  # noqa: F401 - free_port: other tests take it from here
 from medtl.privacy import CONFIDENTIAL_KEYWORDS
 
 
@@ -44,12 +44,6 @@ def identified_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, set
     m = curated.manifest
     assert m[m.split == "test"].groupby("domain")["label"].nunique().to_dict() == {"scanner_a": 2, "scanner_b": 2}
     return root / "curated" / "manifest.csv", identifiers
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def server_config(manifest: Path, name: str) -> dict:
@@ -94,18 +88,11 @@ class MlflowServer:
                "--artifacts-destination", str(self.artifacts)]
         log = open(self.folder / "server.log", "ab")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited: {(self.folder / 'server.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("mlflow server did not come up")
+        try:
+            wait_for_http(f"{self.uri}/health", self.proc, self.folder / "server.log", "mlflow server", timeout)
+        except RuntimeError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         """Kill the server's whole process group (it runs uvicorn below it) and wait for the port to close."""
