@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,7 +24,8 @@ from medtl.models.transfer import GroupedBackbone
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT))
-from benchmarks.bench_accuracy import PUBLISHED, main, parse_lever, published_rows  # noqa: E402
+from benchmarks.bench_accuracy import PUBLISHED, main, paired_delta, parse_lever, published_rows  # noqa: E402
+from medtl.metrics.classification import acc_score, auc_score  # noqa: E402
 
 # Time only: every arm 1 epoch (medtl compare --quick's setting, scaled further), 32 px, few
 # bootstrap resamples, no worker processes. Nothing else differs from configs/<name>.yaml; the
@@ -79,6 +81,23 @@ def test_default_config_runs_unchanged_on_rgb_medmnist(tmp_path: Path, monkeypat
     assert set(dominant.tolist()) == {0, 1, 2}, "each class's hue should dominate its own channel"
     # the published bar of the dataset the images stand for is found by name
     assert published_rows("dermamnist") and PUBLISHED["dermamnist"][0][2:] == (0.917, 0.735)
+
+
+def test_paired_delta_against_plain_metrics() -> None:
+    """The ablation's point estimate is the difference of the seed-mean test AUC / ACC as medtl computes
+    them; a lever that changes nothing gets exactly zero, interval included (same resampled images)."""
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(3), 20)
+    arm = lambda noise: SimpleNamespace(test_labels=y, test_probs=np.eye(3)[y] + rng.random((60, 3)) * noise)  # noqa: E731
+    base, lever = [arm(2.0), arm(2.0)], [arm(0.5), arm(0.5)]
+    d = paired_delta(base, lever, n=200)
+    for k, score in (("auc", auc_score), ("acc", acc_score)):
+        want = np.mean([score(y, a.test_probs) for a in lever]) - np.mean([score(y, a.test_probs) for a in base])
+        assert d[k][0] == pytest.approx(want, abs=1e-9) and d[k][1] <= d[k][0] <= d[k][2]
+    assert d["acc"][0] > 0  # less noise, more right answers
+    assert paired_delta(base, base, n=50) == {"auc": (0.0, 0.0, 0.0), "acc": (0.0, 0.0, 0.0)}
+    with pytest.raises(SystemExit):
+        paired_delta(base, [SimpleNamespace(test_labels=y[::-1], test_probs=base[0].test_probs)], n=10)
 
 
 def test_parse_lever_keeps_commas_inside_values() -> None:
