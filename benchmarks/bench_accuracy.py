@@ -459,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--datasets", nargs="+", default=None,
                    help="configs to run (default: every MedMNIST file in ../shared with a config here; with --npz: breastmnist organamnist)")
-    p.add_argument("--npz", type=Path, default=None, help="run each --datasets config unchanged but for data.npz=PATH (another MedMNIST file)")
+    p.add_argument("--npz", type=Path, default=None,
+                   help="run each --datasets config unchanged but for data.npz=PATH (another MedMNIST file; --set data.npz=PATH says the same)")
     p.add_argument("--published", default=None, metavar="DATASET",
                    help=f"whose published MedMNIST v2 bar to show (default: the file's name; known: {', '.join(PUBLISHED)})")
     p.add_argument("--strategies", nargs="+", default=None, help="default: every strategy of the config; DATASET:STRATEGY for one dataset only")
@@ -480,6 +481,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.seeds is None:
         args.seeds = 1 if args.smoke else 3
+    for o in [o for o in args.set if o.startswith("data.npz=")]:  # the same route as --npz, so the labels say which images
+        args.set.remove(o)
+        args.npz = args.npz or Path(o.partition("=")[2])
     levers_def = dict(LEVERS)
     extra = dict(parse_lever(t) for t in args.lever)
     levers_def.update(extra)

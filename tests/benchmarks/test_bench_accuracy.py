@@ -136,6 +136,7 @@ def test_bench_accuracy_npz_route_with_ablation_row(tmp_path: Path) -> None:
 def test_bench_accuracy_refuses_unknown_lever_bar_and_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Usage errors: one line, exit 2, before any training."""
     for extra, said in ((["--levers", "nope"], "unknown lever(s) ['nope']"), (["--published", "nomnist"], "--published nomnist: no published row"),
-                        (["--npz", str(tmp_path / "absent.npz")], "absent.npz: file not found")):
+                        (["--npz", str(tmp_path / "absent.npz")], "absent.npz: file not found"),
+                        (["--set", f"data.npz={tmp_path / 'gone.npz'}"], "gone.npz: file not found")):
         assert main(["--smoke", *extra]) == 2
         assert said in capsys.readouterr().err
