@@ -86,17 +86,18 @@ PUBLISHED_PLUS: dict[str, list[tuple[str, int, float, float]]] = {
     "organamnist": [("VGG16", 28, 0.995, 0.932)],
 }
 # Levers for the ablation rows: name -> config overrides (``--set`` syntax) that turn it on over the
-# config as it is. Only keys that exist in medtl today; the commented ones are being written
-# (issue 18) and go in once their keys are on main. ``--lever NAME=KEY=VALUE,...`` adds or replaces one.
+# config as it is; ``strategies.*.KEY`` sets KEY on every strategy of the config. Only keys that exist
+# in medtl today; the commented ones are those of issue 18's other branches (ensemble, folds, levers)
+# as written there, to go in once they are on main. ``--lever NAME=KEY=VALUE,...`` adds or replaces one.
 LEVERS: dict[str, list[str]] = {
     "size": ["preprocess.size=224"],  # the weights' own input size instead of the config's CPU-sized one
     "no_augment": ["train.augment=[]"],  # the configs' augmentations off: what they add
-    # "tta": ["train.tta=true"],
-    # "ensemble": ["strategies.ensemble.members=[full, lp-ft, progressive]"],
-    # "cv": ["selection.folds=5"],
+    # "tta": ["strategies.*.tta=[hflip, vflip]"],
+    # "cv": ["selection.method=cv", "selection.folds=5"],
     # "logreg": ["strategies.frozen.head=logreg"],
     # "label_smoothing": ["train.label_smoothing=0.1"],
-    # "mixup": ["train.mixup=0.2"],
+    # "mixup": ["train.mixup={alpha: 0.2}"],
+    # ensemble: an arm of its own (an `ensemble` entry, kind: ensemble, in the config), not an override
 }
 TORCHVISION = ("resnet18", "resnet50")  # the published architectures, where their ImageNet checkpoint is present
 SMOKE = ["data.subset={train: 48, val: 24, test: 24}", "preprocess.size=32", "train.bootstrap=20", "data.num_workers=0"]
@@ -204,7 +205,15 @@ def parse_lever(text: str) -> tuple[str, list[str]]:
     name, sep, rest = text.partition("=")
     if not sep or not re.fullmatch(r"[A-Za-z][\w-]*", name) or "=" not in rest:
         raise SystemExit(f"bench_accuracy: --lever {text!r}: expected NAME=KEY=VALUE[,KEY=VALUE...]")
-    return name, [o.strip() for o in re.split(r",\s*(?=[\w.:-]+=)", rest)]
+    return name, [o.strip() for o in re.split(r",\s*(?=[\w.:*-]+=)", rest)]
+
+
+def expand_lever(overrides: list[str], strategies: list[str]) -> list[str]:
+    """``strategies.*.KEY=VALUE`` -> one override per strategy of the config; the rest as they are."""
+    out = []
+    for o in overrides:
+        out += [o.replace("strategies.*.", f"strategies.{s}.", 1) for s in strategies] if o.startswith("strategies.*.") else [o]
+    return out
 
 
 @contextlib.contextmanager
@@ -539,8 +548,10 @@ def main(argv: list[str] | None = None) -> int:
                     save()
                     if i or j:
                         continue  # levers: on the first backbone and numerics only
+                    names = [st["name"] for st in yaml.safe_load(cfg_path.read_text())["strategies"]]
                     for lever in chosen:
-                        lrun, _ = run_target(t, cfg_path, args, name, [*ov, *levers_def[lever]], workdir, lever=lever)
+                        lov = [*ov, *expand_lever(levers_def[lever], names)]
+                        lrun, _ = run_target(t, cfg_path, args, name, lov, workdir, lever=lever)
                         runs.append(lrun)
                         save()
     body = save()

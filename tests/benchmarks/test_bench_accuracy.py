@@ -24,7 +24,7 @@ from medtl.models.transfer import GroupedBackbone
 from tests.conftest import ROOT
 
 sys.path.insert(0, str(ROOT))
-from benchmarks.bench_accuracy import PUBLISHED, main, paired_delta, parse_lever, published_rows  # noqa: E402
+from benchmarks.bench_accuracy import PUBLISHED, expand_lever, main, paired_delta, parse_lever, published_rows  # noqa: E402
 from medtl.metrics.classification import acc_score, auc_score  # noqa: E402
 
 # Time only: every arm 1 epoch (medtl compare --quick's setting, scaled further), 32 px, few
@@ -105,6 +105,8 @@ def test_parse_lever_keeps_commas_inside_values() -> None:
     assert name == "two" and overrides == ["train.seeds=[0, 1]", "preprocess.size=40"]
     with pytest.raises(SystemExit):
         parse_lever("no-overrides")
+    assert expand_lever(["strategies.*.epochs=2", "train.seed=1"], ["frozen", "full"]) == [
+        "strategies.frozen.epochs=2", "strategies.full.epochs=2", "train.seed=1"]
 
 
 def test_bench_accuracy_npz_route_with_ablation_row(tmp_path: Path) -> None:
@@ -114,7 +116,7 @@ def test_bench_accuracy_npz_route_with_ablation_row(tmp_path: Path) -> None:
     results = tmp_path / "RESULTS.md"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MEDTL_PROGRESS": "0"}
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_accuracy.py"), "--smoke", "--results", str(results), "--npz", str(npz),
-           "--datasets", "breastmnist", "--backbones", "efficientnet_lite0", "--lever", "bigger=preprocess.size=40"]
+           "--datasets", "breastmnist", "--backbones", "efficientnet_lite0", "--lever", "bigger=preprocess.size=40,strategies.*.epochs=1"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     text = results.read_text()
@@ -124,7 +126,7 @@ def test_bench_accuracy_npz_route_with_ablation_row(tmp_path: Path) -> None:
     assert re.search(rf"^\| {label} \| \*\*(frozen|full)\*\* \(selected\) \|", text, re.M)
     assert re.search(rf"^\| {label} \| MedMNIST v2 \(published, dermamnist\) \| ResNet-18, .*\| 0\.917 \| 0\.735 \|", text, re.M)
     assert re.search(rf"^\| {label} \| 0\.917 / 0\.735 \| (frozen|full): [\d.]+ / [\d.]+ \| (yes|NO)", text, re.M)
-    row = re.search(rf"^\| {label} \| bigger \| `preprocess.size=40` \| (\w+) → (\w+) \| ([\d.]+) → ([\d.]+) \(([+-][\d.]+)\) \| "
+    row = re.search(rf"^\| {label} \| bigger \| `preprocess.size=40`, `strategies.\*.epochs=1` \| (\w+) → (\w+) \| ([\d.]+) → ([\d.]+) \(([+-][\d.]+)\) \| "
                     r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\] \| ([+-][\d.]+) \[", text, re.M)
     assert row, "no ablation row for the lever"
     before, after, delta = float(row.group(3)), float(row.group(4)), float(row.group(5))
