@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from medtl.config.sections import (WINDOWS, BackboneConfig, CorruptionConfig, DataConfig,  # noqa: F401 - re-exported
                                    PreprocessConfig, SelectionConfig, ShiftConfig, TrackingConfig, TrainConfig,
@@ -36,8 +36,8 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig, description="settings shared by every arm")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow experiment and registered model")
     shift: ShiftConfig = Field(default_factory=ShiftConfig, description="domain-shift analysis of every arm")
-    selection: SelectionConfig = Field(default_factory=SelectionConfig, description="label-free model selection "
-                                       "(validators scored on the target's unlabelled scans)")
+    selection: SelectionConfig = Field(default_factory=SelectionConfig, description="how arms are chosen: holdout or "
+                                       "k-fold cross-validation on train+val; label-free validators for a target site")
 
     _known_kinds = field_validator("strategies", mode="before")(_check_kinds)
 
@@ -50,6 +50,14 @@ class ExperimentConfig(_Strict):
         if not v:
             raise ValueError("at least one strategy is needed")
         return v
+
+    @model_validator(mode="after")
+    def _ensemble_registrable(self) -> ExperimentConfig:
+        s = self.selection
+        if s.method == "cv" and s.then == "ensemble" and self.tracking.register_best:
+            raise ValueError("selection.then ensemble is evaluated (the fold models' test probabilities averaged) but cannot "
+                             "be registered as one model yet: set tracking.register_best: false, or selection.then: refit")
+        return self
 
     def flat(self) -> dict[str, str]:
         """Dotted key -> value, as logged to MLflow params."""

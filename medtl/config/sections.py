@@ -89,8 +89,21 @@ WINDOWS: dict[str, tuple[float, float]] = {
 }
 
 class SelectionConfig(_Strict):
-    """Label-free model selection (``medtl.experiment.selection``): on when there are unlabelled target scans."""
+    """How arms are chosen: on the validation split (holdout) or by k-fold cross-validation on train+val
+    (``medtl.experiment.crossval``); and label-free selection for a target site (``medtl.experiment.selection``)."""
 
+    method: Literal["holdout", "cv"] = Field(
+        "holdout", description="holdout: every arm trains on train, is chosen on val; cv: train and val are pooled and cut "
+                               "into patient-level stratified folds, every arm trains once per fold, and the arm and its "
+                               "epoch count are chosen by the mean validation AUC over folds (reported ± std). For small "
+                               "datasets, where one validation split makes the choice noise. Time: k folds cost k times each "
+                               "arm's training, and refit one training more (k + 1)")
+    folds: int = Field(default=5, ge=2, le=20, description="cv: the number of folds (patients of train+val, seeded by the arm's seed)")
+    then: Literal["refit", "ensemble"] = Field(
+        "refit", description="cv: refit (the chosen settings trained once more on all of train+val for the chosen epoch "
+                             "count; the model tested and registered) or ensemble (the fold models' probabilities averaged "
+                             "on test; evaluation only for now: needs tracking.register_best false, and the arm's logged "
+                             "MLflow model is its first fold's)")
     enabled: bool = Field(True, description="score every arm with the label-free validators (source_val, snd, entropy, dev)")
     max_items: int = Field(default=500, ge=3, description="unlabelled target scans each arm is scored on (one seeded draw)")
 

@@ -19,6 +19,7 @@ import torch
 from medtl.config import ExperimentConfig
 from medtl.data.datasets import DataBundle
 from medtl.errors import DataError
+from medtl.experiment.crossval import CrossValidation
 from medtl.experiment.selection import selection_table
 from medtl.experiment.tables import results_table, shift_table, sweep_table
 from medtl.models.registry import InputSpec
@@ -47,6 +48,8 @@ class ArmResult:
     # frozen arms with a layer sweep: layer -> {val_auc, val_loss, best_epoch, dim}; the chosen one is build["layer"]
     sweep: dict[str, dict[str, float]] | None = None
     shift: Any = None  # medtl.experiment.shift.ShiftReport of this run (pictures); its numbers are in ``metrics``
+    # selection.method cv: each fold's curves, the chosen epoch, the refit's curves (``fit`` is then the mean over folds)
+    cv: CrossValidation | None = None
 
     RESULT = "result.pt"
 
@@ -59,7 +62,8 @@ class ArmResult:
                  "metrics": self.metrics, "test_probs": torch.as_tensor(self.test_probs),
                  "test_labels": torch.as_tensor(self.test_labels), "test_items": self.test_items.to_dict("list"),
                  "weights_id": self.weights_id, "weights_sha256": self.weights_sha256, "seconds": self.seconds,
-                 "build": self.build, "sweep": self.sweep, "model": self.model.state_dict(), **fits}
+                 "build": self.build, "sweep": self.sweep, "model": self.model.state_dict(),
+                 "cv": None if self.cv is None else self.cv.as_dict(), **fits}
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / (self.RESULT + ".tmp")
         torch.save(state, tmp)
@@ -78,7 +82,8 @@ class ArmResult:
                                                             d.get("resumed_from"))
         return cls(st["strategy"], st["kind"], st["seed"], model, fit_of(st["fit"]), st["val_auc"], st["metrics"],
                    st["test_probs"].numpy(), st["test_labels"].numpy(), pd.DataFrame(st["test_items"]), st["weights_id"],
-                   st["weights_sha256"], st["seconds"], fit_of(st["probe"]), folder, st["build"], st.get("sweep"))
+                   st["weights_sha256"], st["seconds"], fit_of(st["probe"]), folder, st["build"], st.get("sweep"),
+                   cv=None if st.get("cv") is None else CrossValidation.from_dict(st["cv"]))
 
 
 @dataclass

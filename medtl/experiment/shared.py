@@ -45,8 +45,11 @@ class SharedData:
 
     def loader(self, split: str, train: bool = False, seed: int = 0, shard: bool = False) -> Any:
         """``shard``: under torchrun, this rank's part (of each global batch when training)."""
-        single = loader(self.dataset(split, train), self.cfg.train.batch_size, shuffle=train,
-                        num_workers=self.cfg.data.num_workers, seed=seed)
+        return self.loader_of(self.dataset(split, train), train, seed, shard)
+
+    def loader_of(self, ds: Any, train: bool = False, seed: int = 0, shard: bool = False) -> Any:
+        """The loader of any dataset of this comparison (a split, or a fold's part of one)."""
+        single = loader(ds, self.cfg.train.batch_size, shuffle=train, num_workers=self.cfg.data.num_workers, seed=seed)
         return distributed_loader(single, self.ctx, train) if shard and self.ctx.active else single
 
     def extra_split(self, key: str, build: Any) -> str:
@@ -71,10 +74,13 @@ class SharedData:
                                                             self.cfg.train.channels_last)
         return self._feats[key]
 
-    def fit_options(self, seed: int, description: str, device: torch.device | None = None) -> FitOptions:
-        """The loop's options for one arm: the config's optimiser and class weighting, this seed."""
+    def fit_options(self, seed: int, description: str, device: torch.device | None = None,
+                    train_items: list[dict[str, Any]] | None = None) -> FitOptions:
+        """The loop's options for one arm: the config's optimiser and class weighting (of ``train_items``,
+        by default the train split), this seed."""
         t = self.cfg.train
-        weights = class_weights(self.data.splits["train"], len(self.data.classes)) if t.class_weighting == "balanced" else None
+        items = self.data.splits["train"] if train_items is None else train_items
+        weights = class_weights(items, len(self.data.classes)) if t.class_weighting == "balanced" else None
         return FitOptions(optimizer=t.optimizer, weight_decay=t.weight_decay, momentum=t.momentum, class_weights=weights,
                           patience=t.patience, seed=seed, device=device or self.device, amp=t.amp,
                           channels_last=t.channels_last, description=description, dist=self.ctx)

@@ -27,6 +27,9 @@ def results_table(arms: list[Any]) -> pd.DataFrame:
                                "val_auc": float(np.mean([a.val_auc for a in group]))}
         if len(group) > 1:
             row["val_auc_std"] = sd([a.val_auc for a in group])
+        if "cv.val_auc" in group[0].metrics:  # cross-validated: the mean over folds and its std (means over seeds)
+            row["cv_val_auc"] = m("cv.val_auc")
+            row["cv_val_auc_std"] = m("cv.val_auc_std")
         for k in TABLE_METRICS:
             row[f"test_{k}"] = m(f"test_{k}")
             row[f"test_{k}_ci"] = (m(f"test_{k}_ci_low"), m(f"test_{k}_ci_high"))

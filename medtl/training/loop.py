@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from medtl.metrics.classification import auc_score
 from medtl.progress import track
@@ -47,6 +47,9 @@ class FitOptions:
     description: str = "training"
     # under torchrun: the loaders are this rank's (medtl.training.distributed.distributed_loader)
     dist: DistContext = SINGLE
+    # a refit (cross-validation chose the epoch count elsewhere): train this many epochs of the schedule,
+    # validate never, keep the last weights; None: validate every epoch and keep the best
+    refit_epochs: int | None = None
 
 
 @dataclass
@@ -217,7 +220,8 @@ def fit(
     target: Iterable[Any] | None = None,
     extra: ExtraLoss | None = None,
 ) -> FitResult:
-    """Train ``model`` by ``schedule``; on return the model holds its best-validation weights.
+    """Train ``model`` by ``schedule``; on return the model holds its best-validation weights (with
+    ``opts.refit_epochs``: its weights after that many epochs, ``val_loader`` never read).
 
     ``target``: unlabelled target batches, cycled alongside the source batches and handed to ``extra``
     (``medtl.training.extra_loss``), whose named losses join the classification loss. Both default to
@@ -264,10 +268,12 @@ def fit(
 
     stopped = False
     dist = opts.dist
+    refit = opts.refit_epochs is not None
+    epochs = min(opts.refit_epochs, schedule.epochs) if opts.refit_epochs is not None else schedule.epochs
     net, wrapped_for = model, None  # under torchrun: the DDP wrapper of the current trainable set
     with synced_batchnorm(model, dist), rng_restored(device):
-        for epoch in range(start, schedule.epochs):
-            if opts.patience is not None and bad_epochs >= opts.patience:
+        for epoch in range(start, epochs):
+            if not refit and opts.patience is not None and bad_epochs >= opts.patience:
                 stopped = True
                 break
             seed_everything(opts.seed * 1_000_003 + epoch)
@@ -312,16 +318,22 @@ def fit(
                 sched.step()
                 total += batch_loss * n
                 count += n
-            probs, labels = predict_probs(model, val_loader, device, opts.amp, "validating", dist)
-            val_loss = float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels).long(),
-                                                    weight=None if opts.class_weights is None else opts.class_weights.cpu()))
-            val_auc = auc_score(labels, probs)
+            if refit:  # nothing held out: the schedule's epoch count is the choice
+                val_loss = val_auc = float("nan")
+            else:
+                probs, labels = predict_probs(model, val_loader, device, opts.amp, "validating", dist)
+                val_loss = float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)),
+                                                        torch.as_tensor(labels).long(),
+                                                        weight=None if opts.class_weights is None else opts.class_weights.cpu()))
+                val_auc = auc_score(labels, probs)
             row = {"epoch": float(epoch), "train_loss": total / max(count, 1), "val_loss": val_loss, "val_auc": val_auc,
                    "unfrozen_groups": float(len([g for g in trainable if g != HEAD]))}
             row.update({f"lr.{g}": peak[g] for g in names})
             row.update({f"{name}_loss": v / max(count, 1) for name, v in extra_sums.items()})
             history.append(row)
-            if selection_score(row) > best:
+            if refit:
+                best_epoch = epoch  # the weights in the model, kept as they are
+            elif selection_score(row) > best:
                 best, best_epoch, bad_epochs = selection_score(row), epoch, 0
                 best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
             else:
@@ -333,7 +345,7 @@ def fit(
                                  **({"extra": extra.state_dict()} if extra is not None else {})})
             if on_epoch is not None:
                 on_epoch(epoch, row)
-    if best_state is not None:
+    if best_state is not None and not refit:
         model.load_state_dict(best_state)
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
@@ -358,7 +370,8 @@ def _reseed_loader(loader: DataLoader, seed: int) -> None:
     gen = getattr(loader, "generator", None)
     if gen is not None:
         gen.manual_seed(seed)
-    transform = getattr(loader.dataset, "transform", None)
+    ds = loader.dataset
+    transform = getattr(ds.dataset if isinstance(ds, Subset) else ds, "transform", None)  # a fold is a Subset
     if hasattr(transform, "set_random_state"):
         transform.set_random_state(seed=seed % 2**32)
 

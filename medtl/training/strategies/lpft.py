@@ -7,6 +7,8 @@ are not torn up by a random head's first gradients.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from medtl.config import LpFtConfig, TrainConfig
 from medtl.models.transfer import TransferModel
 from medtl.training.loop import FitResult
@@ -31,5 +33,7 @@ class LpFt(FineTuning):
     def prepare(self, arm: Arm, model: TransferModel) -> FitResult:
         """The linear probe, on the last group's cached features; its curves are ``Trained.probe``."""
         feats = {sp: arm.data.features_for(arm.built, arm.seed, sp) for sp in ("train", "val")}
-        return frozen.fit_head(model.head, feats, arm.built.backbone.group_names[-1], self.probe_schedule(arm.train), arm.opts,
+        # a refit (cross-validation chose the fine-tuning epochs) runs the whole probe and keeps its end
+        opts = arm.opts if arm.opts.refit_epochs is None else replace(arm.opts, refit_epochs=self.config.probe_epochs)
+        return frozen.fit_head(model.head, feats, arm.built.backbone.group_names[-1], self.probe_schedule(arm.train), opts,
                                arm.data.checkpointer(arm.folder / "probe"), None, arm.train.batch_size)
