@@ -145,3 +145,16 @@ def test_settings_cv_cannot_run_are_refused_before_any_work(tmp_path: Path, monk
     with pytest.raises(ConfigError, match="class 0 has 6 patient"):
         compare(load_config({**cfg, "data": {**cfg["data"], "subset": {"train": 8, "val": 4}}}))
     assert not (tmp_path / ".medtl" / "runs").exists()  # nothing trained, no run folder made
+
+
+def test_an_interrupted_cv_arm_resumes_to_the_same_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from medtl.experiment.results import ArmResult
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(config(write_npz(tmp_path / "d.npz"), method="cv", folds=3))
+    first = compare(cfg)
+    for arm in first.arms:  # killed after its folds and refit checkpointed, before the arm's result was written
+        (arm.folder / ArmResult.RESULT).unlink()
+    (first.arms[1].folder / "refit").rename(first.arms[1].folder / "refit-gone")  # and one refit never started
+    again = compare(cfg, resume=True)
+    assert_same(choices(first), choices(again))
