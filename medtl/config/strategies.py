@@ -24,7 +24,7 @@ class _Strategy(_Strict):
     tta: list[Literal["hflip", "vflip"]] = Field(
         default_factory=list, description="test-time flips: validation (hence every selection), test and the served model "
         "average the probabilities of the image and each flipped copy; hflip (left-right) is wrong for lateralised labels "
-        "(OrganAMNIST's left/right kidney, lung, femur); [] : off")
+        "(OrganAMNIST's left/right kidney, lung, femur: use vflip or none); []: off")
 
 
 class FrozenConfig(_Strategy):

@@ -57,6 +57,10 @@ class Averaged(nn.Module):
         return mean_probs([torch.softmax(torch.stack([m(v).float() for v in views(x, t)]), -1).mean(0)
                            for m, t in zip(self.members, self.tta)])
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The members' penultimate features of the unflipped image, side by side (``medtl evaluate``'s shift)."""
+        return torch.cat([m.features(x) for m in self.members], 1)
+
 
 def with_tta(model: nn.Module, tta: Sequence[str]) -> nn.Module:
     """``model`` itself without flips (its numbers bit-identical to before), else one member over its views."""

@@ -2,6 +2,7 @@
 tracked and served with every member."""
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,6 +16,7 @@ from medtl import api
 from medtl.config import EnsembleConfig, load_config
 from medtl.errors import ConfigError
 from medtl.experiment.ensemble import choose_members
+from medtl.experiment.results import Comparison
 from medtl.experiment.run import compare
 from medtl.experiment.shared import SharedData
 from medtl.training.loop import predict_probs
@@ -54,6 +56,12 @@ def test_the_ensemble_averages_every_seed_of_its_members_probabilities(two_seeds
     for k in ("test_auc", "test_auc_ci_low", "test_auc_ci_high", "test_acc", "test_ece"):
         assert np.isfinite(ens.metrics[k]), k  # the same test metrics and bootstrap intervals as every arm
     assert set(two_seeds.table()["strategy"]) == {"frozen", "mlp", "full", "ens"}
+    again = Comparison.load(two_seeds.folder).arms[-1]  # saved with every member's weights, rebuilt without training
+    np.testing.assert_array_equal(again.test_probs, ens.test_probs)
+    x = torch.stack([SharedData(two_seeds.config, two_seeds.data, two_seeds.spec, Path("."), torch.device("cpu"))
+                     .dataset("test")[i]["image"] for i in range(len(ens.test_labels))])
+    with torch.no_grad():
+        np.testing.assert_allclose(torch.softmax(again.model(x), 1).numpy(), ens.test_probs, rtol=0, atol=1e-5)
 
 
 def test_ensemble_members_are_the_top_k_on_validation_not_test() -> None:
@@ -125,3 +133,17 @@ def test_the_logged_ensemble_serves_every_member_like_its_evaluation(marker_data
     np.testing.assert_allclose([cli[c] for c in comp.data.classes], ens.test_probs[0], rtol=0, atol=1e-5)
     if comp.best.strategy == "ens":  # registered as champion like any arm when validation says so
         assert comp.registry["alias"] == "champion"
+
+
+@pytest.mark.parametrize(("entry", "message"), [
+    ({"name": "ens", "kind": "ensemble", "tta": ["hflip"]}, "strategies.ens.tta: tta does not apply to kind 'ensemble'"),
+    ({"name": "ens", "kind": "ensemble", "epochs": 3}, "strategies.ens.epochs: epochs does not apply to kind 'ensemble'"),
+    ({"name": "ens", "kind": "ensemble", "members": ["full", "nope"]}, "members ['nope'] are not trained strategies (full)"),
+    ({"name": "full", "tta": ["rot90"]}, "strategies.full.tta.0"),
+])
+def test_a_setting_that_does_not_apply_is_refused_by_the_type(entry: dict, message: str) -> None:
+    strategies = [{"name": "full"}, entry] if entry["name"] != "full" else [entry]
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(tiny_config(Path("m.csv"), strategies=strategies))
+    with pytest.raises(ConfigError, match="an ensemble needs trained strategies"):
+        load_config(tiny_config(Path("m.csv"), strategies=[{"name": "ens", "kind": "ensemble"}]))
