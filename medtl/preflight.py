@@ -69,7 +69,7 @@ def check_world(cfg: ExperimentConfig) -> None:
 
     ctx = DistContext.from_env()
     bs = cfg.train.batch_size
-    if ctx.active and bs % ctx.world_size and any(strategy_for(s).trains_backbone for s in cfg.strategies):
+    if ctx.active and bs % ctx.world_size and any(strategy_for(s).trains_backbone for s in cfg.trained):
         raise ConfigError("train.batch_size", f"{bs} is the global batch; it must divide by the {ctx.world_size} processes")
 
 
@@ -80,6 +80,6 @@ def preflight(cfg: ExperimentConfig) -> None:
     check_device(cfg.train.device)
     check_world(cfg)
     groups = backbone_groups(cfg.backbone.name)
-    for s in cfg.strategies:
+    for s in cfg.trained:
         check_strategy(s, groups, cfg)
     build_augmentations(cfg.train.augment)

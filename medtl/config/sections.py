@@ -102,8 +102,7 @@ class SelectionConfig(_Strict):
     then: Literal["refit", "ensemble"] = Field(
         "refit", description="cv: refit (the chosen settings trained once more on all of train+val for the chosen epoch "
                              "count; the model tested and registered) or ensemble (the fold models' probabilities averaged "
-                             "on test; evaluation only for now: needs tracking.register_best false, and the arm's logged "
-                             "MLflow model is its first fold's)")
+                             "on test; the arm's model holds every fold model, logged and registered whole)")
     enabled: bool = Field(True, description="score every arm with the label-free validators (source_val, snd, entropy, dev)")
     max_items: int = Field(default=500, ge=3, description="unlabelled target scans each arm is scored on (one seeded draw)")
 

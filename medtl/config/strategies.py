@@ -21,6 +21,10 @@ class _Strategy(_Strict):
     name: str = Field(description="the arm's name (runs, tables, --set strategies.<name>.<key>)")
     epochs: int | None = Field(default=None, ge=1, description="this arm's epochs; null: train.epochs")
     lr: float | None = Field(default=None, gt=0, description="this arm's learning rate; null: train.lr (frozen: train.head_lr)")
+    tta: list[Literal["hflip", "vflip"]] = Field(
+        default_factory=list, description="test-time flips: validation (hence every selection), test and the served model "
+        "average the probabilities of the image and each flipped copy; hflip (left-right) is wrong for lateralised labels "
+        "(OrganAMNIST's left/right kidney, lung, femur: use vflip or none); []: off")
 
 
 class FrozenConfig(_Strategy):
@@ -131,9 +135,21 @@ class FewShotConfig(_FineTune):
     shot_repeat: int = Field(default=1, ge=1, description="times each shot appears per epoch")
 
 
-# One model per kind; a new kind adds its model here and its home under medtl/training/strategies/.
-STRATEGY_MODELS: tuple[type[_Strategy], ...] = (FrozenConfig, ProgressiveConfig, FullConfig, LpFtConfig, SurgicalConfig,
-                                                ScratchConfig, DannConfig, CoralConfig, MccConfig, FewShotConfig)
+class EnsembleConfig(_Strict):
+    """Trains nothing: averages the probabilities of the ``top_k`` arms ranked on validation, every seed of each
+    (``medtl.experiment.ensemble``); tracked, compared and registrable like any arm."""
+
+    name: str = Field(description="the arm's name (runs, tables, --set strategies.<name>.<key>)")
+    kind: Literal["ensemble"] = Field("ensemble", description=KIND_HELP)
+    top_k: int = Field(default=3, ge=1, description="how many arms join, the best by mean validation AUC over seeds (as the "
+                                                    "best arm is picked); every seed of each joins")
+    members: list[str] | None = Field(None, description="the arms it may choose from (names of trained strategies); null: all")
+
+
+# One model per kind; a new kind adds its model here and its home under medtl/training/strategies/
+# (an ensemble's under medtl/experiment/ensemble.py: it trains nothing).
+STRATEGY_MODELS: tuple[type[_Strict], ...] = (FrozenConfig, ProgressiveConfig, FullConfig, LpFtConfig, SurgicalConfig,
+                                              ScratchConfig, DannConfig, CoralConfig, MccConfig, FewShotConfig, EnsembleConfig)
 STRATEGY_KINDS: tuple[str, ...] = tuple(m.model_fields["kind"].default for m in STRATEGY_MODELS)
 
 

@@ -8,7 +8,9 @@ mean validation AUC over folds (ties: lower mean validation loss), and that mean
 deviation over folds, is the arm's validation AUC, by which the comparison picks its best arm. Then
 ``refit``: the arm's settings trained once more on all of train+val, for that many epochs of the same
 schedule, its last weights kept (nothing is held out to choose others); or ``ensemble``: the fold
-models' test probabilities averaged. The test split is only ever predicted, never chosen on.
+models averaged (their test probabilities; one ``medtl.models.averaging.Averaged`` model, logged and
+registered with every fold model). An arm's validation predictions are its out-of-fold ones, so an
+``ensemble`` arm (``kind: ensemble``) averages cross-validated arms as it averages holdout ones. The test split is only ever predicted, never chosen on.
 
 A fold is a view of the comparison's data (``FoldData``): its ``train`` and ``val`` are parts of the pooled
 split's datasets and cached features, so images are prepared and features extracted once, not per fold.
@@ -28,6 +30,7 @@ from torch.utils.data import Subset
 from medtl.config import FrozenConfig, StrategyConfig
 from medtl.data.curate import patient_folds
 from medtl.errors import ConfigError
+from medtl.models.averaging import Averaged
 from medtl.training.loop import FitResult, selection_score
 from medtl.training.strategies import Trained
 
@@ -97,11 +100,11 @@ class FoldData:
         pool_of(self.shared.data)
         return self.shared.loader_of(Subset(self.shared.dataset(POOL, train), self.parts[split].tolist()), train, seed, shard)
 
-    def features_for(self, built: Any, seed: int, split: str) -> dict[str, Any]:
+    def features_for(self, built: Any, seed: int, split: str, flip: str | None = None) -> dict[str, Any]:
         if split not in self.parts:
-            return self.shared.features_for(built, seed, split)
+            return self.shared.features_for(built, seed, split, flip)
         pool_of(self.shared.data)
-        feats = self.shared.features_for(built, seed, POOL)  # extracted once, for every fold
+        feats = self.shared.features_for(built, seed, POOL, flip)  # extracted once, for every fold
         rows = torch.as_tensor(self.parts[split], dtype=torch.long)
         return {"features": {g: f[rows] for g, f in feats["features"].items()}, "labels": feats["labels"][rows]}
 
@@ -129,8 +132,9 @@ class CrossValidation:
     refit: FitResult | None = None
     sizes: list[tuple[int, int]] = field(default_factory=list)  # (train, held-out) rows per fold
 
-    def mean_curve(self) -> FitResult:
-        """The per-epoch means over folds (epochs every fold ran), as the arm's own curves and choice."""
+    def mean_curve(self, oof: tuple[np.ndarray, np.ndarray] | None = None) -> FitResult:
+        """The per-epoch means over folds (epochs every fold ran), as the arm's own curves and choice; ``oof``:
+        the out-of-fold validation probabilities and labels it carries (what an ``ensemble`` arm averages)."""
         n = min(len(f.history) for f in self.folds)
         rows = []
         for e in range(n):
@@ -140,7 +144,8 @@ class CrossValidation:
                 row[key] = float(np.mean([r[key] for r in at]))
             row["val_auc_std"] = float(np.std([r["val_auc"] for r in at], ddof=1))
             rows.append(row)
-        return FitResult(rows, self.epoch, rows[self.epoch]["val_auc"], any(f.stopped_early for f in self.folds))
+        return FitResult(rows, self.epoch, rows[self.epoch]["val_auc"], any(f.stopped_early for f in self.folds), None,
+                         *(oof or (None, None)))
 
     def metrics(self) -> dict[str, float]:
         """``cv.*`` on the arm's run: the mean and std over folds at the chosen epoch, each fold's value there."""
@@ -201,7 +206,21 @@ def cross_validate(s: StrategyConfig, seed: int, shared: Any, folder: Path, fold
         trained, built = train_one(s, view, folder / "refit", opts)
         cv.refit = trained.fit
         probs, labels, model, head = trained.probs, trained.labels, trained.model, trained.head
-    else:  # the fold models' probabilities averaged on test
+    else:  # the fold models' probabilities averaged on test, one model of every fold model
         probs = np.mean([t.probs for t in runs], axis=0)
-        labels, model, head = runs[0].labels, runs[0].model, runs[0].head
-    return Trained(model, cv.mean_curve(), probs, labels, head=head), built, cv
+        labels, head = runs[0].labels, runs[0].head
+        model = Averaged([t.model for t in runs], [list(getattr(s, "tta", None) or [])] * len(runs)).eval()
+    return Trained(model, cv.mean_curve(out_of_fold(runs, folds)), probs, labels, head=head), built, cv
+
+
+def out_of_fold(runs: list[Trained], folds: list[Fold]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Every pooled scan's validation probabilities from the fold model that held it out (each at its kept
+    epoch), in the pool's order: an arm's validation predictions under cv, as one split's are under holdout."""
+    if any(t.fit.val_probs is None for t in runs):
+        return None
+    n = sum(len(held) for _, held in folds)
+    probs = np.zeros((n, runs[0].fit.val_probs.shape[1]), dtype=runs[0].fit.val_probs.dtype)
+    labels = np.zeros(n, dtype=runs[0].fit.val_labels.dtype)
+    for t, (_, held) in zip(runs, folds):
+        probs[held], labels[held] = t.fit.val_probs, t.fit.val_labels
+    return probs, labels

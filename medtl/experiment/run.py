@@ -22,12 +22,14 @@ from medtl.config import ExperimentConfig, StrategyConfig
 from medtl.data.datasets import DataBundle, load_data
 from medtl.errors import ConfigError
 from medtl.experiment.crossval import Fold, check_strategies, cross_validate, cv_folds
+from medtl.experiment.ensemble import build_ensemble
 from medtl.experiment.selection import SelectionProbe
 from medtl.experiment.results import ArmResult, Comparison, pick_best
 from medtl.experiment.shared import SharedData
 from medtl.experiment.shift import ShiftProbe
 from medtl.hashing import json_sha256
 from medtl.metrics.summary import summarize
+from medtl.models.averaging import Averaged
 from medtl.models.registry import input_spec
 from medtl.models.transfer import BuiltBackbone, build_backbone
 from medtl.preflight import preflight
@@ -56,7 +58,7 @@ class NullTracker:
 
 def check_target_data(cfg: ExperimentConfig, data: DataBundle) -> None:
     """Arms that learn from the target site need its training scans: say so before any work."""
-    for s in cfg.strategies:
+    for s in cfg.trained:
         if strategy_for(s).uses_target and not data.splits.get("target"):
             raise ConfigError(f"strategies.{s.name}", f"{s.kind} needs the target site's training scans, and there are none: "
                               "set data.source_domains (a manifest's other domains' train rows become the target) or "
@@ -99,8 +101,14 @@ def run_arm(s: StrategyConfig, seed: int, shared: SharedData, tracker: Tracker, 
                                                                                    lambda e, m: None))
     model, result, probs, labels, sweep = trained.model, trained.fit, trained.probs, trained.labels, trained.sweep
     model.cpu().eval()
-    build = {"backbone": model.backbone.name, "num_classes": k, "head": trained.head, "layer": model.layer,
-             "spec": model.spec.as_dict()}
+    if isinstance(model, Averaged):  # selection.then ensemble: every fold model, rebuilt as an ensemble arm's are
+        members = [{"backbone": m.backbone.name, "head": trained.head, "layer": m.layer, "spec": m.spec.as_dict(),
+                    "tta": list(s.tta), "strategy": s.name, "seed": seed} for m in model.members]
+        build = {**{key: members[0][key] for key in ("backbone", "spec")}, "num_classes": k, "head": "ensemble",
+                 "layer": None, "members": members}
+    else:
+        build = {"backbone": model.backbone.name, "num_classes": k, "head": trained.head, "layer": model.layer,
+                 "spec": model.spec.as_dict(), **({"tta": list(s.tta)} if s.tta else {})}
     items = pd.DataFrame([{"path": it["path"], "domain": it["domain"], "patient": it["patient"]} for it in data.splits["test"]])
     metrics = summarize(labels, probs, items["domain"].tolist(), items["patient"].tolist(), "test", cfg.train.bootstrap, seed)
     metrics["val_auc"] = result.best_val_auc
@@ -110,7 +118,7 @@ def run_arm(s: StrategyConfig, seed: int, shared: SharedData, tracker: Tracker, 
         metrics[f"sweep.val_auc.{g}"] = row["val_auc"]
     arm = ArmResult(s.name, str(s.kind), seed, model, result, result.best_val_auc, metrics, probs, labels, items,
                     built.weights_id, built.weights_sha256, time.perf_counter() - start, trained.probe, folder, build, sweep,
-                    cv=cv)
+                    val_probs=result.val_probs, val_labels=result.val_labels, cv=cv)
     if shift is not None and shift.active:
         arm.shift = shift.analyse(arm, seed)
         arm.metrics.update(arm.shift.metrics)
@@ -155,11 +163,20 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
             comparison.shift_extractor = shift.extractor_metrics
         tracker.start(comparison)
         for seed in cfg.train.all_seeds:
-            for s in cfg.strategies:
+            for s in cfg.trained:
                 tracker.start_arm(s, seed)
                 arm = run_arm(s, seed, shared, tracker, folder / f"{s.name}-seed{seed}", shift, select, folds.get(seed))
                 comparison.arms.append(arm)
                 tracker.end_arm(arm, comparison)
+        trained = list(comparison.arms)
+        for e in cfg.ensembles:  # after every seed of every trained arm: they average them
+            tracker.start_arm(e, cfg.train.all_seeds[0])
+            arm = build_ensemble(e, trained, cfg, shared.fit_options(cfg.train.seed, e.name).class_weights)
+            arm.folder = folder / f"{e.name}-seed{arm.seed}"
+            if ctx.is_main:
+                arm.save(arm.folder)  # its members' weights too: Comparison.load finds it
+            comparison.arms.append(arm)
+            tracker.end_arm(arm, comparison)
         comparison.best = pick_best(comparison.arms)
         if ctx.is_main:
             comparison.save()

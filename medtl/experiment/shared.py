@@ -61,17 +61,19 @@ class SharedData:
     def checkpointer(self, folder: Path) -> Checkpointer:
         return Checkpointer(folder, write=self.ctx.is_main)
 
-    def features_for(self, built: BuiltBackbone, seed: int, split: str) -> Features:
-        """Every layer's pooled features of the frozen backbone on ``split`` (from the disk cache when it can)."""
+    def features_for(self, built: BuiltBackbone, seed: int, split: str, flip: str | None = None) -> Features:
+        """Every layer's pooled features of the frozen backbone on ``split`` (from the disk cache when it can);
+        ``flip``: of each image's flipped copy (test-time augmentation)."""
         weights = built.weights_sha256 or f"random-init-seed{seed}"  # a random backbone differs per seed
         bf16 = self.cfg.train.amp and self.device.type == "cuda"
         key = feature_key(backbone=built.backbone.name, weights=weights, spec=built.spec.as_dict(),
                           preprocess=self.cfg.preprocess.model_dump(mode="json"), data=self.data.fingerprint, split=split,
-                          numerics="bf16-autocast" if bf16 else "fp32")
+                          numerics="bf16-autocast" if bf16 else "fp32", **({"flip": flip} if flip else {}))
         if key not in self._feats:
             self._feats[key] = self.features.get_or_extract(key, built.backbone, self.loader(split), self.device,
-                                                            self.cfg.train.amp, f"extracting {split} features",
-                                                            self.cfg.train.channels_last)
+                                                            self.cfg.train.amp,
+                                                            f"extracting {split} features" + (f" ({flip})" if flip else ""),
+                                                            self.cfg.train.channels_last, flip)
         return self._feats[key]
 
     def fit_options(self, seed: int, description: str, device: torch.device | None = None,

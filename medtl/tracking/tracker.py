@@ -246,7 +246,7 @@ class MlflowTracker:
             for partial in c.search_logged_models([self.experiment_id], filter_string=f"source_run_id = '{run_id}'"):
                 c.delete_logged_model(partial.model_id)  # an upload cut short last time
             cfg = comparison.config
-            meta = model_meta(arm.model, data.classes, cfg.preprocess, arm.build["head"], arm.strategy)
+            meta = model_meta(arm.model, data.classes, cfg.preprocess, arm.build["head"], arm.strategy, arm.build)
             uri = log_classifier(run_id, arm.model, meta, card, pip_requirements(),
                                  tags={STRATEGY: arm.strategy, "medtl.seed": str(arm.seed), COMPARISON_TAG: self.parent_id or ""})
             model_id = uri.removeprefix("models:/")

@@ -59,6 +59,9 @@ class FitResult:
     best_val_auc: float
     stopped_early: bool
     resumed_from: int | None = None
+    # validation probabilities and labels at the kept epoch (what an ensemble chooses its members on)
+    val_probs: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
 
     @property
     def best_val_loss(self) -> float:
@@ -219,9 +222,13 @@ def fit(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     target: Iterable[Any] | None = None,
     extra: ExtraLoss | None = None,
+    evaluate: nn.Module | None = None,
 ) -> FitResult:
     """Train ``model`` by ``schedule``; on return the model holds its best-validation weights (with
     ``opts.refit_epochs``: its weights after that many epochs, ``val_loader`` never read).
+
+    ``evaluate``: what validation scores, when it is not ``model`` itself (``model`` averaged over
+    test-time flips, ``medtl.models.averaging``); it must share ``model``'s parameters.
 
     ``target``: unlabelled target batches, cycled alongside the source batches and handed to ``extra``
     (``medtl.training.extra_loss``), whose named losses join the classification loss. Both default to
@@ -254,6 +261,7 @@ def fit(
 
     history: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] | None = None
+    best_val: tuple[np.ndarray, np.ndarray] | None = None
     best_epoch, bad_epochs, start, resumed = -1, 0, 0, None
     if checkpoint is not None and (state := checkpoint.load()) is not None:
         model.load_state_dict(state["model"])
@@ -263,6 +271,7 @@ def fit(
         sched.load_state_dict(state["scheduler"])
         best_state, best_epoch = state["best_state"], state["best_epoch"]
         bad_epochs, history = state["bad_epochs"], state["history"]
+        best_val = None if state.get("best_val") is None else (state["best_val"][0].numpy(), state["best_val"][1].numpy())
         start = resumed = state["epoch"] + 1
     best = selection_score(history[best_epoch]) if best_epoch >= 0 else (-math.inf, -math.inf)
 
@@ -321,10 +330,8 @@ def fit(
             if refit:  # nothing held out: the schedule's epoch count is the choice
                 val_loss = val_auc = float("nan")
             else:
-                probs, labels = predict_probs(model, val_loader, device, opts.amp, "validating", dist)
-                val_loss = float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)),
-                                                        torch.as_tensor(labels).long(),
-                                                        weight=None if opts.class_weights is None else opts.class_weights.cpu()))
+                probs, labels = predict_probs(evaluate or model, val_loader, device, opts.amp, "validating", dist)
+                val_loss = probs_loss(probs, labels, opts.class_weights)
                 val_auc = auc_score(labels, probs)
             row = {"epoch": float(epoch), "train_loss": total / max(count, 1), "val_loss": val_loss, "val_auc": val_auc,
                    "unfrozen_groups": float(len([g for g in trainable if g != HEAD]))}
@@ -336,12 +343,14 @@ def fit(
             elif selection_score(row) > best:
                 best, best_epoch, bad_epochs = selection_score(row), epoch, 0
                 best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+                best_val = probs, labels
             else:
                 bad_epochs += 1
             if checkpoint is not None:
                 checkpoint.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optim.state_dict(),
                                  "scheduler": sched.state_dict(), "best_state": best_state, "best_epoch": best_epoch,
                                  "bad_epochs": bad_epochs, "history": history,
+                                 "best_val": None if best_val is None else [torch.as_tensor(a) for a in best_val],
                                  **({"extra": extra.state_dict()} if extra is not None else {})})
             if on_epoch is not None:
                 on_epoch(epoch, row)
@@ -350,7 +359,13 @@ def fit(
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     best_auc = history[best_epoch]["val_auc"] if best_epoch >= 0 else float("nan")
-    return FitResult(history, best_epoch, float(best_auc), stopped, resumed)
+    return FitResult(history, best_epoch, float(best_auc), stopped, resumed, *(best_val or (None, None)))
+
+
+def probs_loss(probs: np.ndarray, labels: np.ndarray, class_weights: torch.Tensor | None = None) -> float:
+    """The (class-weighted) cross-entropy of probabilities: the validation loss of ``fit`` and of an ensemble."""
+    return float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels).long(),
+                                        weight=None if class_weights is None else class_weights.cpu()))
 
 
 def selection_score(row: dict[str, float]) -> tuple[float, float]:

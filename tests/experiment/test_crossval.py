@@ -35,8 +35,7 @@ def config(npz: Path, **selection: object) -> dict:
     return {"name": "cv", "data": {"npz": str(npz), "num_workers": 0}, "backbone": {"name": "tiny"},
             "strategies": [{"name": "frozen", "epochs": 2}, {"name": "full", "epochs": 2}],
             "train": {"batch_size": 8, "bootstrap": 20, "seed": 0}, "selection": dict(selection),
-            "tracking": {"experiment": "cv", "model_name": "cv-model", "system_metrics": False,
-                         "register_best": selection.get("then") != "ensemble"}}
+            "tracking": {"experiment": "cv", "model_name": "cv-model", "system_metrics": False}}
 
 
 def choices(comp) -> dict:  # noqa: ANN001
@@ -128,11 +127,32 @@ def test_cv_is_tracked_on_each_arm_run_and_in_the_table(tmp_path: Path, mlflow_u
     assert table.set_index("strategy")["cv_val_auc"].to_dict() == pytest.approx(comp.table().set_index("strategy")["cv_val_auc"].to_dict())
 
 
-def test_a_cv_ensemble_is_not_registered_as_one_model_yet(tmp_path: Path) -> None:
-    cfg = config(write_npz(tmp_path / "d.npz"), method="cv", then="ensemble")
-    cfg["tracking"]["register_best"] = True
-    with pytest.raises(ConfigError, match="register_best"):
-        load_config(cfg)
+def test_a_cv_ensemble_is_one_model_of_every_fold_model_logged_and_served_whole(tmp_path: Path, mlflow_uri: str) -> None:
+    from medtl import api
+    from medtl.data.datasets import load_data
+    from medtl.models.averaging import Averaged
+    from medtl.tracking.tracker import load_classifier
+
+    cfg = config(write_npz(tmp_path / "d.npz"), method="cv", folds=3, then="ensemble")
+    comp = api.compare(cfg, tracking_uri=mlflow_uri)
+    for arm in comp.arms:
+        assert isinstance(arm.model, Averaged) and len(arm.model.members) == 3 and len(arm.build["members"]) == 3
+        # its validation predictions are out-of-fold: every pooled scan once, by the model that did not train on it
+        assert arm.val_probs.shape == (36, 2) and np.array_equal(arm.val_labels, [it["label"] for it in comp.data.splits[POOL]])
+    served = load_classifier("models:/cv-model@champion")  # the registered best: every fold model
+    test = load_data(load_config(cfg).data).splits["test"]
+    assert served.predict_proba([it["image"] for it in test]) == pytest.approx(comp.best.test_probs, abs=1e-5)
+
+
+def test_an_ensemble_arm_averages_cv_arms_out_of_fold_predictions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = config(write_npz(tmp_path / "d.npz"), method="cv", folds=3)
+    cfg["strategies"].append({"name": "ens", "kind": "ensemble", "top_k": 2})
+    arms = {a.strategy: a for a in compare(load_config(cfg)).arms}
+    assert arms["ens"].val_probs == pytest.approx((arms["frozen"].val_probs + arms["full"].val_probs) / 2)
+    assert arms["ens"].test_probs == pytest.approx((arms["frozen"].test_probs + arms["full"].test_probs) / 2)
+    with pytest.raises(ConfigError, match="selection.then: refit"):
+        load_config({**cfg, "selection": {"method": "cv", "then": "ensemble"}})
 
 
 def test_settings_cv_cannot_run_are_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

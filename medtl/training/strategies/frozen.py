@@ -9,7 +9,7 @@ group) being the arm's model; the test split never picks a layer.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from medtl.config import FrozenConfig, TrainConfig
 from medtl.errors import ConfigError
+from medtl.models.averaging import HeadOverViews
 from medtl.models.transfer import TransferModel, make_head
 from medtl.training.distributed import SINGLE
 from medtl.training.feature_cache import Features
@@ -26,16 +27,23 @@ from medtl.training.strategies.base import Arm, Strategy, Trained, register
 
 
 def fit_head(head: torch.nn.Module, feats: dict[str, Features], layer: str, schedule: Schedule, opts: FitOptions,
-             ckpt: Checkpointer | None, on_epoch: Callable[[int, dict[str, float]], None] | None, batch_size: int) -> FitResult:
+             ckpt: Checkpointer | None, on_epoch: Callable[[int, dict[str, float]], None] | None, batch_size: int,
+             flipped_val: Sequence[Features] = ()) -> FitResult:
     """Train a head on cached features of one layer (on the CPU: a head is too small to gain from a GPU;
-    under torchrun every rank trains the same head, rank 0 alone writes its checkpoint)."""
-    def tensors(split: str) -> TensorDataset:
-        return TensorDataset(feats[split]["features"][layer], feats[split]["labels"])
-
-    train = DataLoader(tensors("train"), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(opts.seed))
-    val = DataLoader(tensors("val"), batch_size=batch_size)
+    under torchrun every rank trains the same head, rank 0 alone writes its checkpoint). ``flipped_val``:
+    the validation features of flipped copies, averaged with the plain ones (test-time augmentation)."""
+    train = DataLoader(TensorDataset(feats["train"]["features"][layer], feats["train"]["labels"]), batch_size=batch_size,
+                       shuffle=True, generator=torch.Generator().manual_seed(opts.seed))
+    val = DataLoader(TensorDataset(stacked_views(feats["val"], flipped_val, layer), feats["val"]["labels"]), batch_size=batch_size)
     head_opts = replace(opts, device=torch.device("cpu"), amp=False, channels_last=False, dist=SINGLE)
-    return fit(head, OrderedDict([(HEAD, head)]), schedule, train, val, head_opts, ckpt, on_epoch)
+    return fit(head, OrderedDict([(HEAD, head)]), schedule, train, val, head_opts, ckpt, on_epoch,
+               evaluate=HeadOverViews(head) if flipped_val else None)
+
+
+def stacked_views(plain: Features, flipped: Sequence[Features], layer: str) -> torch.Tensor:
+    """``(N, D)`` features, or ``(N, 1 + flips, D)`` with the flipped copies' (what ``HeadOverViews`` reads)."""
+    x = plain["features"][layer]
+    return torch.stack([x, *(f["features"][layer] for f in flipped)], 1) if flipped else x
 
 
 def sweep_layers(s: FrozenConfig, groups: list[str]) -> list[str]:
@@ -71,6 +79,7 @@ class Frozen(Strategy):
         names = built.backbone.group_names
         layers = sweep_layers(s, names)
         feats = {sp: arm.data.features_for(built, arm.seed, sp) for sp in ("train", "val")}
+        flipped = {sp: [arm.data.features_for(built, arm.seed, sp, f) for f in s.tta] for sp in ("val", "test")}
         schedule = self.schedule((HEAD,), arm.train)
         sweeping = s.layers is not None
         trials: dict[str, tuple[torch.nn.Module, FitResult]] = {}
@@ -79,7 +88,7 @@ class Frozen(Strategy):
             head = make_head(built.feature_dims[layer], arm.num_classes, s.head)
             ckpt = arm.data.checkpointer(arm.folder / (f"head-{layer}" if sweeping else "head"))
             trials[layer] = head, fit_head(head, feats, layer, schedule, arm.opts, ckpt, None if sweeping else arm.on_epoch,
-                                           arm.train.batch_size)
+                                           arm.train.batch_size, flipped["val"])
         best = max(layers, key=lambda g: _selection_key(trials[g][1], names.index(g)))
         head, result = trials[best]
         sweep = None
@@ -92,5 +101,6 @@ class Frozen(Strategy):
         test = arm.data.features_for(built, arm.seed, "test")
         head.eval()
         with torch.no_grad():
-            probs = torch.softmax(head(test["features"][best]), 1).numpy()
+            x = stacked_views(test, flipped["test"], best)
+            probs = torch.softmax((HeadOverViews(head) if s.tta else head)(x), 1).numpy()
         return Trained(model, result, probs, test["labels"].numpy(), head=s.head, sweep=sweep)
