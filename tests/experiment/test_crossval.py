@@ -123,6 +123,9 @@ def test_cv_is_tracked_on_each_arm_run_and_in_the_table(tmp_path: Path, mlflow_u
         assert {f"cv.fold{i}.val_auc" for i in range(3)} <= m.keys() and m["cv.epochs"] == arm.cv.epoch + 1
         assert len(client.get_metric_history(run.info.run_id, "fold2.val_auc")) == 2  # each fold's curve
         assert len(client.get_metric_history(run.info.run_id, "refit.train_loss")) == arm.cv.epoch + 1
+    from medtl.tracking.results import outcome_lines
+
+    assert f"best: {comp.best.strategy} (mean validation AUC over 3 folds of train+val" in outcome_lines(comp, mlflow_uri)[0]
     table = api.results(tracking_uri=mlflow_uri)  # read back from MLflow: the same cv columns as compare printed
     assert table.set_index("strategy")["cv_val_auc"].to_dict() == pytest.approx(comp.table().set_index("strategy")["cv_val_auc"].to_dict())
 
