@@ -181,3 +181,14 @@ def test_an_interrupted_cv_arm_resumes_to_the_same_model(tmp_path: Path, monkeyp
     (first.arms[1].folder / "refit").rename(first.arms[1].folder / "refit-gone")  # and one refit never started
     again = compare(cfg, resume=True)
     assert_same(choices(first), choices(again))
+
+
+def test_dry_run_says_what_cv_costs(tmp_path: Path) -> None:
+    from tests.test_cli import run
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {npz: x.npz}\nstrategies: [{name: full, epochs: 2}]\n")
+    p = run("compare", str(cfg), "--dry-run", "--set", "selection.method=cv", "--set", "selection.folds=4")
+    assert p.returncode == 0, p.stderr
+    assert "# selection cv: each trained arm runs 5 times, once per fold of train+val (4) and once more on all of it (refit)" \
+        in p.stdout.splitlines()
