@@ -10,7 +10,8 @@ deviation over folds, is the arm's validation AUC, by which the comparison picks
 schedule, its last weights kept (nothing is held out to choose others); or ``ensemble``: the fold
 models averaged (their test probabilities; one ``medtl.models.averaging.Averaged`` model, logged and
 registered with every fold model). An arm's validation predictions are its out-of-fold ones, so an
-``ensemble`` arm (``kind: ensemble``) averages cross-validated arms as it averages holdout ones. The test split is only ever predicted, never chosen on.
+``ensemble`` arm (``kind: ensemble``) averages cross-validated arms as it averages holdout ones. The
+test split is only ever predicted, never chosen on.
 
 A fold is a view of the comparison's data (``FoldData``): its ``train`` and ``val`` are parts of the pooled
 split's datasets and cached features, so images are prepared and features extracted once, not per fold.
