@@ -147,9 +147,11 @@ class EnsembleConfig(_Strict):
 
 
 # One model per kind; a new kind adds its model here and its home under medtl/training/strategies/
-# (an ensemble's under medtl/experiment/ensemble.py: it trains nothing).
-STRATEGY_MODELS: tuple[type[_Strict], ...] = (FrozenConfig, ProgressiveConfig, FullConfig, LpFtConfig, SurgicalConfig,
-                                              ScratchConfig, DannConfig, CoralConfig, MccConfig, FewShotConfig, EnsembleConfig)
+# (the ensemble's is medtl/experiment/ensemble.py: it trains nothing, it averages trained arms).
+TRAINED_MODELS: tuple[type[_Strategy], ...] = (FrozenConfig, ProgressiveConfig, FullConfig, LpFtConfig, SurgicalConfig,
+                                               ScratchConfig, DannConfig, CoralConfig, MccConfig, FewShotConfig)
+TRAINED_KINDS: tuple[str, ...] = tuple(m.model_fields["kind"].default for m in TRAINED_MODELS)
+STRATEGY_MODELS: tuple[type[_Strict], ...] = (*TRAINED_MODELS, EnsembleConfig)
 STRATEGY_KINDS: tuple[str, ...] = tuple(m.model_fields["kind"].default for m in STRATEGY_MODELS)
 
 
