@@ -158,7 +158,8 @@ def _dry_run(cfg: Any) -> int:
     print(f"\n# {len(arms)} arm(s) it would run (nothing was trained):")
     for arm in arms:
         extra = ", ".join(f"{k} {v}" for k, v in arm["settings"].items())
-        print(f"{arm['arm']}: kind {arm['kind']}, {arm['epochs']} epoch(s)" + (f", {extra}" if extra else ""))
+        trains = f"{arm['epochs']} epoch(s)" if arm["epochs"] else "trains nothing, after every seed"  # an ensemble
+        print(f"{arm['arm']}: kind {arm['kind']}, {trains}" + (f", {extra}" if extra else ""))
     print(f"# tracked in experiment '{cfg.tracking.experiment}'"
           + (f"; the best is registered as '{cfg.tracking.model_name}'" if cfg.tracking.register_best else ""))
     return 0
