@@ -99,6 +99,10 @@ class _Adapting(_FineTune):
     weight_schedule: Literal["ganin", "constant"] = Field(
         "constant", description="how the weight rises over training: ganin (2/(1+exp(-gamma p))-1, Ganin et al. 2016) or constant")
     gamma: float = Field(default=10.0, gt=0, description="steepness of Ganin's schedule")
+    probe_epochs: int = Field(default=0, ge=0, description="0: a random head, as the methods' papers start; n: the head first "
+                              "fitted for n epochs on cached ImageNet features (LP-FT's probe), then adaptation from it")
+    ft_lr_scale: float = Field(default=1.0, gt=0, description="the adaptation phase's learning rate = lr * this "
+                               "(with a probe, LP-FT's 0.1 keeps the probed features)")
 
 
 class DannConfig(_Adapting):

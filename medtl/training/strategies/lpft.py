@@ -25,11 +25,15 @@ class LpFt(FineTuning):
         c = self.config
         return all_at(groups, self.epochs(train), self.lr(train) * c.ft_lr_scale, train.schedule, c.warmup_epochs, c.bn_stats)
 
-    def probe_schedule(self, train: TrainConfig) -> Schedule:
-        return head_only((HEAD,), self.config.probe_epochs, train.head_lr, train.schedule)
-
     def prepare(self, arm: Arm, model: TransferModel) -> FitResult:
-        """The linear probe, on the last group's cached features; its curves are ``Trained.probe``."""
-        feats = {sp: arm.data.features_for(arm.built, arm.seed, sp) for sp in ("train", "val")}
-        return frozen.fit_head(model.head, feats, arm.built.backbone.group_names[-1], self.probe_schedule(arm.train), arm.opts,
-                               arm.data.checkpointer(arm.folder / "probe"), None, arm.train.batch_size)
+        return linear_probe(arm, model, self.config.probe_epochs)
+
+
+def linear_probe(arm: Arm, model: TransferModel, epochs: int) -> FitResult:
+    """The probe of LP-FT: ``model``'s head fitted on the last group's cached ImageNet features at the head
+    rate (the ``frozen`` arm's training), so fine-tuning starts from a head that already fits; its curves are
+    ``Trained.probe``. Adaptation kinds with ``probe_epochs`` start the same way."""
+    feats = {sp: arm.data.features_for(arm.built, arm.seed, sp) for sp in ("train", "val")}
+    schedule = head_only((HEAD,), epochs, arm.train.head_lr, arm.train.schedule)
+    return frozen.fit_head(model.head, feats, arm.built.backbone.group_names[-1], schedule, arm.opts,
+                           arm.data.checkpointer(arm.folder / "probe"), None, arm.train.batch_size)
