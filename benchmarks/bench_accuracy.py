@@ -192,11 +192,16 @@ def overrides_for(cfg_path: Path, args: argparse.Namespace, backbone: str, cuda:
         out.append("data.subset=null")  # the full official splits where a GPU makes them affordable
     if args.smoke:
         out += SMOKE
-        for s in yaml.safe_load(cfg_path.read_text())["strategies"]:
+        for s in trained_strategies(cfg_path):
             out.append(f"strategies.{s['name']}.epochs=1")
             if s.get("kind", s["name"]) == "lp-ft":
                 out.append(f"strategies.{s['name']}.probe_epochs=1")
     return out
+
+
+def trained_strategies(cfg_path: Path) -> list[dict[str, Any]]:
+    """The config's strategy entries that train (an ``ensemble`` entry takes no epochs or per-arm settings)."""
+    return [s for s in yaml.safe_load(cfg_path.read_text())["strategies"] if s.get("kind", s["name"]) != "ensemble"]
 
 
 def parse_lever(text: str) -> tuple[str, list[str]]:
@@ -548,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
                     save()
                     if i or j:
                         continue  # levers: on the first backbone and numerics only
-                    names = [st["name"] for st in yaml.safe_load(cfg_path.read_text())["strategies"]]
+                    names = [st["name"] for st in trained_strategies(cfg_path)]
                     for lever in chosen:
                         lov = [*ov, *expand_lever(levers_def[lever], names)]
                         lrun, _ = run_target(t, cfg_path, args, name, lov, workdir, lever=lever)
