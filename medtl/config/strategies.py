@@ -99,6 +99,10 @@ class _Adapting(_FineTune):
     weight_schedule: Literal["ganin", "constant"] = Field(
         "constant", description="how the weight rises over training: ganin (2/(1+exp(-gamma p))-1, Ganin et al. 2016) or constant")
     gamma: float = Field(default=10.0, gt=0, description="steepness of Ganin's schedule")
+    probe_epochs: int = Field(default=0, ge=0, description="0: a random head, as the methods' papers start; n: the head first "
+                              "fitted for n epochs on cached ImageNet features (LP-FT's probe), then adaptation from it")
+    ft_lr_scale: float = Field(default=1.0, gt=0, description="the adaptation phase's learning rate = lr * this "
+                               "(with a probe, LP-FT's 0.1 keeps the probed features)")
 
 
 class DannConfig(_Adapting):
@@ -147,9 +151,11 @@ class EnsembleConfig(_Strict):
 
 
 # One model per kind; a new kind adds its model here and its home under medtl/training/strategies/
-# (an ensemble's under medtl/experiment/ensemble.py: it trains nothing).
-STRATEGY_MODELS: tuple[type[_Strict], ...] = (FrozenConfig, ProgressiveConfig, FullConfig, LpFtConfig, SurgicalConfig,
-                                              ScratchConfig, DannConfig, CoralConfig, MccConfig, FewShotConfig, EnsembleConfig)
+# (the ensemble's is medtl/experiment/ensemble.py: it trains nothing, it averages trained arms).
+TRAINED_MODELS: tuple[type[_Strategy], ...] = (FrozenConfig, ProgressiveConfig, FullConfig, LpFtConfig, SurgicalConfig,
+                                               ScratchConfig, DannConfig, CoralConfig, MccConfig, FewShotConfig)
+TRAINED_KINDS: tuple[str, ...] = tuple(m.model_fields["kind"].default for m in TRAINED_MODELS)
+STRATEGY_MODELS: tuple[type[_Strict], ...] = (*TRAINED_MODELS, EnsembleConfig)
 STRATEGY_KINDS: tuple[str, ...] = tuple(m.model_fields["kind"].default for m in STRATEGY_MODELS)
 
 

@@ -95,6 +95,10 @@ class FoldData:
         pool = pool_of(self.shared.data)
         return [pool[i] for i in self.parts[split]]
 
+    def patients(self, split: str) -> list[str]:
+        """Each row's patient, in the split's loader and feature order (a head that cuts its own folds groups by them)."""
+        return [str(it["patient"]) for it in self.items(split)] if split in self.parts else self.shared.patients(split)
+
     def loader(self, split: str, train: bool = False, seed: int = 0, shard: bool = False) -> Any:
         if split not in self.parts:
             return self.shared.loader(split, train, seed, shard)

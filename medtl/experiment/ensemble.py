@@ -30,8 +30,6 @@ from medtl.metrics.summary import summarize
 from medtl.models.averaging import Averaged
 from medtl.training.loop import FitResult, probs_loss
 
-MEMBER_KEYS = ("backbone", "head", "layer", "spec")  # what rebuilds a member (``build_members``)
-
 
 def choose_members(e: EnsembleConfig, arms: list[ArmResult]) -> list[ArmResult]:
     """The arms that join ``e``: every seed of its ``top_k`` strategies by validation (never test)."""
@@ -70,8 +68,8 @@ def build_ensemble(e: EnsembleConfig, arms: list[ArmResult], cfg: ExperimentConf
     model = Averaged([a.model for a in members], [a.build.get("tta", []) for a in members]).eval()
     build = {"backbone": members[0].build["backbone"], "num_classes": members[0].build["num_classes"], "head": "ensemble",
              "layer": None, "spec": members[0].build["spec"],
-             "members": [{**{k: a.build[k] for k in MEMBER_KEYS}, "tta": list(a.build.get("tta", [])), "strategy": a.strategy,
-                          "seed": a.seed} for a in members]}
+             "members": [{**{k: v for k, v in a.build.items() if k != "num_classes"}, "tta": list(a.build.get("tta", [])),
+                          "strategy": a.strategy, "seed": a.seed} for a in members]}
     ids = lambda attr: ",".join(dict.fromkeys(getattr(a, attr) or "random-init" for a in members))  # noqa: E731
     return ArmResult(e.name, e.kind, seed, model, fit, val_auc, metrics, test, test_labels, items, ids("weights_id"),
                      ids("weights_sha256"), time.perf_counter() - start, None, None, build, None,

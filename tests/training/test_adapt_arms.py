@@ -17,7 +17,7 @@ from tests.conftest import tiny_config
 
 ARMS = [
     {"name": "dann", "epochs": 2, "weight": 0.5, "discriminator_hidden": 16},
-    {"name": "coral", "epochs": 2, "weight": 2.0, "align_layer": "stage1"},
+    {"name": "coral", "epochs": 2, "weight": 2.0, "align_layer": "stage1", "probe_epochs": 2, "ft_lr_scale": 0.1},
     {"name": "mcc", "epochs": 2, "temperature": 2.0},
     {"name": "few-shot", "epochs": 2, "shots": 2, "shot_repeat": 2},
 ]
@@ -63,6 +63,8 @@ def test_adapting_arms_train_with_their_losses(runs) -> None:
     # a discriminator at chance: 0.5 x log 2 (weight 0.5); it learns, so the loss moves
     assert arms["dann"].fit.history[0]["dann_loss"] == pytest.approx(0.5 * 0.693, abs=0.1)
     assert not any(k.endswith(("dann_loss", "coral_loss", "mcc_loss")) for k in arms["few-shot"].fit.history[0])
+    # coral starts from LP-FT's probe (its curves kept), dann from a random head
+    assert arms["coral"].probe is not None and len(arms["coral"].probe.history) == 2 and arms["dann"].probe is None
     for a in arms.values():  # the discriminator does not stay in the model that is kept and served
         assert not any(k.startswith("domain.") for k in a.model.state_dict())
         assert a.metrics["test_auc"] == a.metrics["test_auc"]

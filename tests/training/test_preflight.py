@@ -48,6 +48,15 @@ def test_a_batch_that_torchrun_cannot_split_is_refused_before_the_first_arm(tmp_
         api.compare(cfg, track=False)
 
 
+def test_an_adaptation_arm_under_torchrun_is_refused_before_the_first_arm(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    cfg = tiny_config(tmp_path / "no-such-manifest.csv", strategies=[{"name": "full", "epochs": 1}, {"name": "coral", "epochs": 1}])
+    with pytest.raises(ConfigError, match=r"strategies.coral: coral learns from the target stream in one process"):
+        api.compare(cfg, track=False)
+    assert not (tmp_path / ".medtl").exists()
+
+
 def test_backbone_groups_come_from_the_architecture_without_weights() -> None:
     assert backbone_groups("tiny") == ["stem", "stage1", "stage2"]
     assert backbone_groups("resnet18") == ["stem", "layer1", "layer2", "layer3", "layer4"]

@@ -1,6 +1,7 @@
 """What the kinds that learn from the target site's unlabelled scans share (``dann``, ``coral``, ``mcc``).
 
-Each is full fine-tuning (``Full``'s schedule) plus an ``ExtraLoss`` on the target stream (the
+Each is full fine-tuning (``Full``'s schedule; with ``probe_epochs``, LP-FT's probe first and the rate
+scaled by ``ft_lr_scale``) plus an ``ExtraLoss`` on the target stream (the
 comparison's ``target`` split: training scans of the target sites, without labels). One forward
 pass takes the source and target batches together (batch norm sees both sites, as TLlib's DANN and
 MCC do); the kind's loss reads the pooled features of ``align_layer`` (default: those the head
@@ -19,9 +20,13 @@ from torch import nn
 
 from medtl.errors import ConfigError
 from medtl.models.transfer import TransferModel
+from medtl.config import TrainConfig
 from medtl.training.extra_loss import ExtraLoss, Step
+from medtl.training.loop import FitResult
+from medtl.training.schedule import Schedule, all_at
 from medtl.training.strategies.base import Arm
 from medtl.training.strategies.finetune import Full
+from medtl.training.strategies.lpft import linear_probe
 
 
 class AdaptLoss(ExtraLoss):
@@ -54,6 +59,14 @@ class Adapting(Full):
 
     uses_target = True
     loss_class: ClassVar[type[AdaptLoss]]
+
+    def schedule(self, groups: tuple[str, ...], train: TrainConfig) -> Schedule:
+        c = self.config
+        return all_at(groups, self.epochs(train), self.lr(train) * c.ft_lr_scale, train.schedule, c.warmup_epochs, c.bn_stats)
+
+    def prepare(self, arm: Arm, model: TransferModel) -> FitResult | None:
+        """With ``probe_epochs``, LP-FT's probe first: the source-only head the alignment then starts from."""
+        return linear_probe(arm, model, self.config.probe_epochs) if self.config.probe_epochs else None
 
     def target_stream(self, arm: Arm) -> Iterable[Any] | None:
         return arm.data.loader("target", train=True, seed=arm.seed)

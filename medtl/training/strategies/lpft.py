@@ -27,13 +27,17 @@ class LpFt(FineTuning):
         c = self.config
         return all_at(groups, self.epochs(train), self.lr(train) * c.ft_lr_scale, train.schedule, c.warmup_epochs, c.bn_stats)
 
-    def probe_schedule(self, train: TrainConfig) -> Schedule:
-        return head_only((HEAD,), self.config.probe_epochs, train.head_lr, train.schedule)
-
     def prepare(self, arm: Arm, model: TransferModel) -> FitResult:
-        """The linear probe, on the last group's cached features; its curves are ``Trained.probe``."""
-        feats = {sp: arm.data.features_for(arm.built, arm.seed, sp) for sp in ("train", "val")}
-        # a refit (cross-validation chose the fine-tuning epochs) runs the whole probe and keeps its end
-        opts = arm.opts if arm.opts.refit_epochs is None else replace(arm.opts, refit_epochs=self.config.probe_epochs)
-        return frozen.fit_head(model.head, feats, arm.built.backbone.group_names[-1], self.probe_schedule(arm.train), opts,
-                               arm.data.checkpointer(arm.folder / "probe"), None, arm.train.batch_size)
+        return linear_probe(arm, model, self.config.probe_epochs)
+
+
+def linear_probe(arm: Arm, model: TransferModel, epochs: int) -> FitResult:
+    """The probe of LP-FT: ``model``'s head fitted on the last group's cached ImageNet features at the head
+    rate (the ``frozen`` arm's training), so fine-tuning starts from a head that already fits; its curves are
+    ``Trained.probe``. Adaptation kinds with ``probe_epochs`` start the same way. In a refit (cross-validation
+    chose the fine-tuning epochs) the whole probe runs and its end is kept."""
+    feats = {sp: arm.data.features_for(arm.built, arm.seed, sp) for sp in ("train", "val")}
+    schedule = head_only((HEAD,), epochs, arm.train.head_lr, arm.train.schedule)
+    opts = arm.opts if arm.opts.refit_epochs is None else replace(arm.opts, refit_epochs=epochs)
+    return frozen.fit_head(model.head, feats, arm.built.backbone.group_names[-1], schedule, opts,
+                           arm.data.checkpointer(arm.folder / "probe"), None, arm.train.batch_size)
