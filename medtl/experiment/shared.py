@@ -71,6 +71,11 @@ class SharedData:
                                                             self.cfg.train.channels_last)
         return self._feats[key]
 
+    def patients(self, split: str) -> list[str]:
+        """Each item's patient, in the order of ``split``'s loader and features (cross-validation inside a
+        split groups by them, as the splits do)."""
+        return [str(it["patient"]) for it in self.data.splits[split]]
+
     def fit_options(self, seed: int, description: str, device: torch.device | None = None) -> FitOptions:
         """The loop's options for one arm: the config's optimiser and class weighting, this seed."""
         t = self.cfg.train

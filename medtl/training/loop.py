@@ -313,9 +313,7 @@ def fit(
                 total += batch_loss * n
                 count += n
             probs, labels = predict_probs(model, val_loader, device, opts.amp, "validating", dist)
-            val_loss = float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels).long(),
-                                                    weight=None if opts.class_weights is None else opts.class_weights.cpu()))
-            val_auc = auc_score(labels, probs)
+            val_loss, val_auc = validation_scores(probs, labels, opts.class_weights)
             row = {"epoch": float(epoch), "train_loss": total / max(count, 1), "val_loss": val_loss, "val_auc": val_auc,
                    "unfrozen_groups": float(len([g for g in trainable if g != HEAD]))}
             row.update({f"lr.{g}": peak[g] for g in names})
@@ -339,6 +337,13 @@ def fit(
         model.to(memory_format=torch.contiguous_format)
     best_auc = history[best_epoch]["val_auc"] if best_epoch >= 0 else float("nan")
     return FitResult(history, best_epoch, float(best_auc), stopped, resumed)
+
+
+def validation_scores(probs: np.ndarray, labels: np.ndarray, class_weights: torch.Tensor | None) -> tuple[float, float]:
+    """An epoch's validation loss (class-weighted like training's) and AUC (MedMNIST's definition)."""
+    val_loss = float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels).long(),
+                                            weight=None if class_weights is None else class_weights.cpu()))
+    return val_loss, auc_score(labels, probs)
 
 
 def selection_score(row: dict[str, float]) -> tuple[float, float]:
