@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from medtl.config.sections import (WINDOWS, BackboneConfig, CorruptionConfig, DataConfig,  # noqa: F401 - re-exported
-                                   PreprocessConfig, SelectionConfig, ShiftConfig, TrackingConfig, TrainConfig,
+                                   MixupConfig, PreprocessConfig, SelectionConfig, ShiftConfig, TrackingConfig, TrainConfig,
                                    WindowConfig, _Strict)
 from medtl.config.strategies import (CONCAT, KIND_HELP, STRATEGY_KINDS, STRATEGY_MODELS, CoralConfig,  # noqa: F401 - re-exported
                                      DannConfig, FewShotConfig, FrozenConfig, FullConfig, LpFtConfig, MccConfig,

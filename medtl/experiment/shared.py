@@ -20,6 +20,7 @@ from medtl.models.transfer import BuiltBackbone
 from medtl.training.distributed import SINGLE, DistContext, distributed_loader
 from medtl.training.feature_cache import Features, FeatureCache, feature_key
 from medtl.training.loop import Checkpointer, FitOptions
+from medtl.training.mixing import BatchMixer
 
 
 class SharedData:
@@ -82,4 +83,6 @@ class SharedData:
         weights = class_weights(self.data.splits["train"], len(self.data.classes)) if t.class_weighting == "balanced" else None
         return FitOptions(optimizer=t.optimizer, weight_decay=t.weight_decay, momentum=t.momentum, class_weights=weights,
                           patience=t.patience, seed=seed, device=device or self.device, amp=t.amp,
-                          channels_last=t.channels_last, description=description, dist=self.ctx)
+                          channels_last=t.channels_last, description=description, dist=self.ctx,
+                          label_smoothing=t.label_smoothing,
+                          mixup=None if t.mixup is None else BatchMixer(len(self.data.classes), **t.mixup.model_dump()))

@@ -45,7 +45,8 @@ def fit_head(head: torch.nn.Module, feats: dict[str, Features], layer: Layer, sc
 
     train = DataLoader(tensors("train"), batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(opts.seed))
     val = DataLoader(tensors("val"), batch_size=batch_size)
-    head_opts = replace(opts, device=torch.device("cpu"), amp=False, channels_last=False, dist=SINGLE)
+    # no mixing of cached feature vectors: train.mixup mixes images, for arms that see them
+    head_opts = replace(opts, device=torch.device("cpu"), amp=False, channels_last=False, dist=SINGLE, mixup=None)
     return fit(head, OrderedDict([(HEAD, head)]), schedule, train, val, head_opts, ckpt, on_epoch)
 
 
@@ -75,8 +76,7 @@ def sweep_layers(s: FrozenConfig, groups: list[str]) -> list[tuple[str, ...]]:
         unknown = [g for g in chosen if g not in groups]
         if unknown:
             key = "layers" if s.layers is not None else "layer"
-            raise ConfigError(f"strategies.{s.name}.{key}", f"unknown layer group(s) {unknown} (groups: {', '.join(groups)}, "
-                                                            f"or {CONCAT} for all)")
+            raise ConfigError(f"strategies.{s.name}.{key}", f"unknown layer group(s) {unknown} (groups: {', '.join(groups)})")
         choices.append(tuple(sorted(set(chosen), key=groups.index)))
     return list(dict.fromkeys(choices))
 
