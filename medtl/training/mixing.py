@@ -32,5 +32,4 @@ class BatchMixer:
         time, or fewer than two images to mix)."""
         if self.prob == 0 or len(y) < 2 or (self.prob < 1 and float(torch.rand(())) >= self.prob):
             return x, None
-        # torchvision passes subclasses it does not know (MONAI's MetaTensor) through unmixed: hand it a plain tensor
-        return self.transform(x.as_subclass(torch.Tensor), y)
+        return self.transform(x, y)

@@ -71,7 +71,7 @@ def test_mixed_loss_is_the_mixup_criterion_and_ddp_normalises_alike() -> None:
 @pytest.mark.parametrize("mode", ["mixup", "cutmix", "either"])
 def test_mixed_targets_are_convex_combinations_of_paired_labels(mode: str) -> None:
     torch.manual_seed(1)
-    x = MetaTensor(torch.rand(8, 3, 32, 32))  # what MONAI's loaders yield: torchvision would pass it through unmixed
+    x = MetaTensor(torch.rand(8, 3, 32, 32))  # what MONAI's loaders yield
     y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
     mixed, soft = BatchMixer(3, alpha=1.0, mode=mode)(x, y)
     assert soft is not None and soft.shape == (8, 3) and not torch.equal(mixed, x.as_tensor())
