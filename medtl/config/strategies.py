@@ -42,6 +42,9 @@ class FrozenConfig(_Strategy):
     logreg_cs: int = Field(default=10, ge=1, description="head logreg: values of C tried, log-spaced over 1e-4..1e4")
     logreg_folds: int = Field(default=5, ge=2, description="head logreg: stratified folds (patient-level) of the training "
                                                            "split that choose C")
+    logreg_scoring: Literal["auc", "log_loss"] = Field("auc", description="head logreg: what the folds score C by: auc "
+                                                                          "(as arms are selected; one-vs-rest when multi-class) "
+                                                                          "or log_loss")
 
     @model_validator(mode="after")
     def _one_layer_rule(self) -> FrozenConfig:

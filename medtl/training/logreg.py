@@ -9,6 +9,7 @@ folded together), so the arm predicts, is tracked, registered and served like an
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -46,11 +47,19 @@ def fold_linear(scaler: StandardScaler, coef: np.ndarray, intercept: np.ndarray,
     return head
 
 
+# scikit-learn >= 1.8 asks for the L2 penalty as l1_ratios=(0,) and warns about its attributes' future shape;
+# older releases (pyproject allows 1.4) know neither keyword
+_MODERN = {k: v for k, v in {"l1_ratios": (0.0,), "use_legacy_attributes": False}.items()
+           if k in inspect.signature(LogisticRegressionCV).parameters}
+SCORING = {"auc": ("roc_auc", "roc_auc_ovr"), "log_loss": ("neg_log_loss", "neg_log_loss")}  # (binary, multi-class)
+
+
 def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, patients: Sequence[str] | None = None,
                class_weights: torch.Tensor | None = None, cs: int = 10, folds: int = 5, seed: int = 0,
-               setting: str = "logreg_folds") -> LogRegFit:
+               scoring: str = "auc", setting: str = "logreg_folds") -> LogRegFit:
     """Fit on the training split's features ``x`` and labels ``y`` only; C from ``cs`` values log-spaced over
-    1e-4..1e4, scored by log loss over ``folds`` stratified folds grouped by ``patients`` (None: one per image)."""
+    1e-4..1e4, scored by ``scoring`` (auc, as arms are selected; or log_loss) over ``folds`` stratified folds
+    grouped by ``patients`` (None: one per image)."""
     xs, ys = x.double().numpy(), y.numpy()
     groups = np.asarray(patients if patients is not None else np.arange(len(ys)))
     per_class = [len(np.unique(groups[ys == c])) for c in range(num_classes)]
@@ -61,7 +70,8 @@ def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, patients: Seq
     splits = list(StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed % 2**32).split(xs, ys, groups))
     scaler = StandardScaler().fit(xs)
     weight = None if class_weights is None else {c: float(w) for c, w in enumerate(class_weights.tolist())}
-    clf = LogisticRegressionCV(Cs=np.logspace(-4, 4, cs) if cs > 1 else [1.0], cv=splits, scoring="neg_log_loss",
-                               max_iter=2000, class_weight=weight, random_state=seed % 2**32)
+    clf = LogisticRegressionCV(Cs=np.logspace(-4, 4, cs) if cs > 1 else [1.0], cv=splits, max_iter=2000,
+                               scoring=SCORING[scoring][num_classes > 2], class_weight=weight, random_state=seed % 2**32,
+                               **_MODERN)
     clf.fit(scaler.transform(xs), ys)
     return LogRegFit(fold_linear(scaler, clf.coef_, clf.intercept_, num_classes), float(np.ravel(clf.C_)[0]), k)

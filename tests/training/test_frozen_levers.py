@@ -1,5 +1,7 @@
 """The frozen arm's feature options: concatenated layer groups and a cross-validated logistic regression head."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -10,8 +12,8 @@ from sklearn.preprocessing import StandardScaler
 from medtl.config import load_config, strategy_config
 from medtl.errors import ConfigError
 from medtl.experiment.run import compare
-from medtl.experiment.shared import SharedData
 from medtl.models.transfer import build_backbone, create_model
+from medtl.tracking.pyfunc import MedtlClassifier, model_meta
 from medtl.training import logreg
 from medtl.training.logreg import fit_logreg, fold_linear
 from medtl.training.strategies.frozen import sweep_layers
@@ -100,15 +102,11 @@ def test_frozen_arm_with_concat_or_logreg_predicts_like_its_rebuilt_model(strate
     comp = compare(load_config(tiny_config(marker_data, strategies=[strategy], shift={"enabled": False},
                                            selection={"enabled": False})))
     arm = comp.arms[0]
-    rebuilt, _ = create_model("tiny", arm.build["num_classes"], pretrained=False, head=arm.build["head"], layer=arm.build["layer"])
-    rebuilt.load_state_dict(arm.model.state_dict())
-    shared = SharedData(comp.config, comp.data, comp.spec, tmp_path, torch.device("cpu"))
-    probs = []
-    rebuilt.eval()
-    with torch.no_grad():
-        for batch in shared.loader("test"):
-            probs.append(torch.softmax(rebuilt(batch["image"]), 1))
-    np.testing.assert_allclose(torch.cat(probs).numpy(), arm.test_probs, atol=1e-5)
+    # what MLflow logs and serves: the meta and state dict, rebuilt by the serving classifier from scan files
+    meta = model_meta(arm.model, comp.data.classes, comp.config.preprocess, arm.build["head"], arm.strategy)
+    served = MedtlClassifier(json.loads(json.dumps(meta)), arm.model.state_dict())
+    probs = served.predict_proba([it["path"] for it in comp.data.splits["test"]])
+    np.testing.assert_allclose(probs, arm.test_probs, atol=1e-5)
     if strategy.get("head") == "logreg":
         assert arm.build["head"] == "linear" and arm.build["layer"] == ["stem", "stage1", "stage2"]
         train_labels = torch.as_tensor([int(it["label"]) for it in comp.data.splits["train"]])

@@ -56,7 +56,7 @@ def fit_logreg_head(s: FrozenConfig, feats: dict[str, Features], layer: tuple[st
     validation as the loop scores an epoch, as one epoch of history."""
     train_x, val_x = head_input(feats["train"], layer), head_input(feats["val"], layer)
     lr = fit_logreg(train_x, feats["train"]["labels"], num_classes, patients, opts.class_weights, s.logreg_cs,
-                    s.logreg_folds, opts.seed, f"strategies.{s.name}.logreg_folds")
+                    s.logreg_folds, opts.seed, s.logreg_scoring, f"strategies.{s.name}.logreg_folds")
     with torch.no_grad():
         train_loss = torch.nn.functional.cross_entropy(lr.head(train_x), feats["train"]["labels"], weight=opts.class_weights)
         val_probs = torch.softmax(lr.head(val_x), 1).numpy()
