@@ -143,7 +143,8 @@ class ShiftProbe:
                 probs[idx], _ = predict_probs(adapted, self._loader(idx), self.shared.device, cfg.train.amp, f"{prefix} {d}")
             rep.metrics.update(self.outcome(arm.test_labels, probs, arm.test_items, f"{prefix}.", seed))
         if cfg.shift.gradcam:
-            rep.gradcam = self.gradcam(model, layer, rep.metrics)
+            names = model.backbone.group_names  # of several groups read, the deepest's maps (the usual Grad-CAM layer)
+            rep.gradcam = self.gradcam(model, max(layer, key=names.index), rep.metrics)
         model.cpu().eval()
         return rep
 

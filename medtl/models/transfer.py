@@ -76,9 +76,10 @@ def read_layers(layer: Layer, names: Sequence[str]) -> tuple[str, ...]:
 
 
 def layer_label(layer: Layer, names: Sequence[str]) -> str:
-    """A layer choice's name in tables and runs: the group, ``a+b`` for several, ``concat`` for every group."""
+    """A layer choice's name in tables and runs: the group, ``a-b`` for several (MLflow metric names allow no
+    ``+``), ``concat`` for every group."""
     read = read_layers(layer, names)
-    return "concat" if len(read) > 1 and read == tuple(names) else "+".join(read)
+    return "concat" if len(read) > 1 and read == tuple(names) else "-".join(read)
 
 
 def concat_features(feats: Mapping[str, torch.Tensor], layers: Sequence[str]) -> torch.Tensor:

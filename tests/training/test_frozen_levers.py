@@ -115,3 +115,33 @@ def test_frozen_arm_with_concat_or_logreg_predicts_like_its_rebuilt_model(strate
     else:
         assert set(arm.sweep) == {"stage2", "concat"}
         assert comp.sweep_table()["chosen"].tolist().count("1/1") == 1
+
+
+def test_a_logreg_concat_sweep_is_tracked_registered_and_served(marker_data, mlflow_uri) -> None:
+    """Through MLflow, with a new site: the sweep's choices and C are logged, the shift analysis (Grad-CAM on the
+    deepest group read, AdaBN) and label-free validators run on the concatenated features, and the registered
+    champion (a pyfunc rebuilt from the logged meta and weights) predicts the arm's test probabilities from files."""
+    import mlflow
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from medtl import api
+
+    strategy = {"name": "frozen", "head": "logreg", "layers": ["stage2", ["stem", "stage2"], "concat"], "logreg_cs": 3,
+                "logreg_folds": 2}
+    pair = {"name": "pair", "kind": "frozen", "layer": ["stem", "stage1"], "epochs": 2}
+    cfg = tiny_config(marker_data, strategies=[strategy, pair], shift={"max_items": 10, "permutations": 10, "adabn": True, "gradcam": 1},
+                      tracking={"experiment": "levers", "model_name": "levers-model", "system_metrics": False})
+    cfg["data"].update(source_domains=["scanner_a"], target_domains=["scanner_b"])
+    comp = api.compare(cfg)
+    client = MlflowClient(mlflow_uri)
+    children = {r.data.tags["medtl.strategy"]: r.data.metrics for r in client.search_runs(
+        [client.get_run(comp.run_id).info.experiment_id], f"tags.mlflow.parentRunId = '{comp.run_id}'")}
+    assert {"sweep.val_auc.stage2", "sweep.val_auc.stem-stage2", "sweep.val_auc.concat", "logreg_C"} <= set(children["frozen"])
+    for metrics in children.values():
+        assert {"shift.mmd", "adabn.target.test_auc", "select.snd"} <= set(metrics)
+    arm = comp.best
+    served = mlflow.pyfunc.load_model("models:/levers-model@champion")
+    paths = [it["path"] for it in comp.data.splits["test"]]
+    out = served.predict(pd.DataFrame({"path": paths}))
+    np.testing.assert_allclose(out[list(comp.data.classes)].to_numpy(float), arm.test_probs, atol=1e-5)
