@@ -19,7 +19,6 @@ from torch import nn
 from medtl.errors import ConfigError
 from medtl.models.registry import BackboneSpec, InputSpec, get_backbone, input_spec
 
-
 Layer = str | Sequence[str] | None
 """What a head reads: one layer group, several (their pooled features concatenated), or null (the last)."""
 
