@@ -15,9 +15,9 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from medtl.config.sections import (WINDOWS, BackboneConfig, CorruptionConfig, DataConfig,  # noqa: F401 - re-exported
-                                   PreprocessConfig, SelectionConfig, ShiftConfig, TrackingConfig, TrainConfig,
+                                   MixupConfig, PreprocessConfig, SelectionConfig, ShiftConfig, TrackingConfig, TrainConfig,
                                    WindowConfig, _Strict)
-from medtl.config.strategies import (KIND_HELP, STRATEGY_KINDS, STRATEGY_MODELS, TRAINED_KINDS, CoralConfig,  # noqa: F401 - re-exported
+from medtl.config.strategies import (CONCAT, KIND_HELP, STRATEGY_KINDS, STRATEGY_MODELS, TRAINED_KINDS, CoralConfig,  # noqa: F401 - re-exported
                                      DannConfig, EnsembleConfig, FewShotConfig, FrozenConfig, FullConfig, LpFtConfig, MccConfig,
                                      ProgressiveConfig, ScratchConfig, StrategyConfig, SurgicalConfig, _check_kinds, _kind_of,
                                      strategy_config)

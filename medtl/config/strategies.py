@@ -27,19 +27,36 @@ class _Strategy(_Strict):
         "(OrganAMNIST's left/right kidney, lung, femur: use vflip or none); []: off")
 
 
+CONCAT = "concat"  # the frozen arm's ``layer`` that reads every layer group's pooled features, concatenated
+
+
 class FrozenConfig(_Strategy):
     """A head on features cached from the frozen backbone (``medtl.training.strategies.frozen``)."""
 
     kind: Literal["frozen"] = Field("frozen", description=KIND_HELP)
-    head: Literal["linear", "mlp"] = Field("linear", description="the head on the frozen features: linear or mlp")
-    layer: str | None = Field(None, description="which layer group's pooled output feeds the head; null: the last")
-    layers: list[str] | Literal["all"] | None = Field(None, description="a layer sweep: a head per group (or all), the "
-                                                                        "best on validation AUC is kept")
+    head: Literal["linear", "mlp", "logreg"] = Field(
+        "linear", description="the head on the frozen features: linear or mlp (trained by the loop), or logreg (scikit-learn's "
+                              "logistic regression on standardised features, C chosen by cross-validation on the training "
+                              "split; served as a linear head)")
+    layer: str | list[str] | None = Field(None, description="what the head reads: one layer group's pooled output, a list of "
+                                                            "groups (concatenated), or concat (every group); null: the last")
+    layers: list[str | list[str]] | Literal["all"] | None = Field(
+        None, description="a layer sweep: a head per choice (each as layer reads it; all: every single group), the best "
+                          "on validation AUC is kept")
+    logreg_cs: int = Field(default=10, ge=1, description="head logreg: values of C tried, log-spaced over 1e-4..1e4")
+    logreg_folds: int = Field(default=5, ge=2, description="head logreg: stratified folds (patient-level) of the training "
+                                                           "split that choose C")
+    logreg_scoring: Literal["auc", "log_loss"] = Field("auc", description="head logreg: what the folds score C by: auc "
+                                                                          "(as arms are selected; one-vs-rest when multi-class) "
+                                                                          "or log_loss")
 
     @model_validator(mode="after")
     def _one_layer_rule(self) -> FrozenConfig:
         if self.layer is not None and self.layers is not None:
             raise ValueError(f"strategy '{self.name}': give 'layer' or 'layers' (a sweep), not both")
+        choices = [self.layer] if self.layers is None or self.layers == "all" else list(self.layers)
+        if any(isinstance(c, list) and not c for c in choices) or self.layers == []:
+            raise ValueError(f"strategy '{self.name}': an empty list of layer groups")
         return self
 
 

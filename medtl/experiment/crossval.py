@@ -47,14 +47,6 @@ def pool_of(data: Any) -> list[dict[str, Any]]:
     return data.splits[POOL]
 
 
-def check_strategies(strategies: list[StrategyConfig]) -> None:
-    """What cross-validation cannot run yet, refused before any arm trains."""
-    for s in strategies:
-        if isinstance(s, FrozenConfig) and s.layers is not None:
-            raise ConfigError(f"strategies.{s.name}.layers", "a layer sweep inside cross-validation is not supported: give "
-                              "each layer its own frozen arm (layer: <group>), and cross-validation chooses among them")
-
-
 def cv_folds(data: Any, k: int, seed: int) -> list[Fold]:
     """``k`` patient-level folds of train+val, stratified on label and domain, drawn with ``seed``; a fold
     whose held-out part lacks a class (its AUC undefined) is refused before any training."""
@@ -189,13 +181,15 @@ def chosen_epoch(folds: list[FitResult]) -> int:
 TrainOne = Callable[[StrategyConfig, Any, Path, Any], tuple[Trained, Any]]  # (config, data view, folder, opts) -> trained, built
 
 
-def cross_validate(s: StrategyConfig, seed: int, shared: Any, folder: Path, folds: list[Fold], then: str,
-                   train_one: TrainOne) -> tuple[Trained, Any, CrossValidation]:
-    """Train ``s`` once per fold, choose its epoch count by the mean over folds, then refit or ensemble.
+def layer_choices(s: FrozenConfig, groups: list[str]) -> list[FrozenConfig]:
+    """A frozen layer sweep as one single-choice config per layer choice (each cross-validated on its own)."""
+    from medtl.training.strategies.frozen import sweep_layers
 
-    Returns what a holdout arm's strategy returns (the model tested, its curves: here the mean over folds,
-    the test probabilities), the built backbone, and the cross-validation itself.
-    """
+    return [s.model_copy(update={"layers": None, "layer": c[0] if len(c) == 1 else list(c)}) for c in sweep_layers(s, groups)]
+
+
+def _run_folds(s: StrategyConfig, seed: int, shared: Any, folder: Path, folds: list[Fold], then: str,
+               train_one: TrainOne) -> tuple[list[Trained], Any, CrossValidation]:
     runs: list[Trained] = []
     built = None
     for i, fold in enumerate(folds):
@@ -203,11 +197,47 @@ def cross_validate(s: StrategyConfig, seed: int, shared: Any, folder: Path, fold
         trained, built = train_one(s, view, folder / f"fold{i}", view.fit_options(seed, s.name))
         runs.append(trained)
     epoch = chosen_epoch([t.fit for t in runs])
-    cv = CrossValidation([t.fit for t in runs], epoch, then, sizes=[(len(a), len(b)) for a, b in folds])
+    return runs, built, CrossValidation([t.fit for t in runs], epoch, then, sizes=[(len(a), len(b)) for a, b in folds])
+
+
+def cross_validate(s: StrategyConfig, seed: int, shared: Any, folder: Path, folds: list[Fold], then: str,
+                   train_one: TrainOne) -> tuple[Trained, Any, CrossValidation]:
+    """Train ``s`` once per fold, choose its epoch count by the mean over folds, then refit or ensemble.
+
+    A frozen layer sweep cross-validates every layer choice (heads on the cached features: cheap) and keeps the
+    one with the best mean over folds (ties: as the holdout sweep, the deeper, then the smaller choice).
+    Returns what a holdout arm's strategy returns (the model tested, its curves: here the mean over folds,
+    the test probabilities, the sweep), the built backbone, and the cross-validation itself.
+    """
+    sweep = None
+    if isinstance(s, FrozenConfig) and s.layers is not None:
+        from medtl.preflight import backbone_groups
+        from medtl.models.transfer import layer_label, read_layers
+
+        names = backbone_groups(shared.cfg.backbone.name)
+        tried = {}
+        for c in layer_choices(s, names):
+            label = layer_label(c.layer, names)
+            tried[label] = (c, *_run_folds(c, seed, shared, folder / f"layer-{label}", folds, then, train_one))
+
+        def key(label: str) -> tuple[float, float, int, int]:
+            cv = tried[label][3]
+            at = cv.mean_curve().history[cv.epoch]
+            layer = read_layers(tried[label][0].layer, names)
+            return (*selection_score(at), max(map(names.index, layer)), -len(layer))
+
+        best = max(tried, key=key)
+        sweep = {label: {"val_auc": cv.mean_curve().best_val_auc, "val_loss": cv.mean_curve().best_val_loss,
+                         "best_epoch": float(cv.epoch), "dim": float(sum(b.feature_dims[g] for g in read_layers(c.layer, names)))}
+                 for label, (c, _, b, cv) in tried.items()}
+        s, (_, runs, built, cv) = tried[best][0], tried[best]
+        folder = folder / f"layer-{best}"
+    else:
+        runs, built, cv = _run_folds(s, seed, shared, folder, folds, then, train_one)
     if then == "refit":
         everything = np.arange(len(pool_of(shared.data)))
         view = FoldData(shared, (everything, everything[:0]), "refit")
-        opts = replace(view.fit_options(seed, s.name), refit_epochs=epoch + 1)
+        opts = replace(view.fit_options(seed, s.name), refit_epochs=cv.epoch + 1)
         trained, built = train_one(s, view, folder / "refit", opts)
         cv.refit = trained.fit
         probs, labels, model, head = trained.probs, trained.labels, trained.model, trained.head
@@ -215,7 +245,7 @@ def cross_validate(s: StrategyConfig, seed: int, shared: Any, folder: Path, fold
         probs = np.mean([t.probs for t in runs], axis=0)
         labels, head = runs[0].labels, runs[0].head
         model = Averaged([t.model for t in runs], [list(getattr(s, "tta", None) or [])] * len(runs)).eval()
-    return Trained(model, cv.mean_curve(out_of_fold(runs, folds)), probs, labels, head=head), built, cv
+    return Trained(model, cv.mean_curve(out_of_fold(runs, folds)), probs, labels, head=head, sweep=sweep), built, cv
 
 
 def out_of_fold(runs: list[Trained], folds: list[Fold]) -> tuple[np.ndarray, np.ndarray] | None:

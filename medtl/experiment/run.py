@@ -21,7 +21,7 @@ import pandas as pd
 from medtl.config import ExperimentConfig, StrategyConfig
 from medtl.data.datasets import DataBundle, load_data
 from medtl.errors import ConfigError
-from medtl.experiment.crossval import Fold, check_strategies, cross_validate, cv_folds
+from medtl.experiment.crossval import Fold, cross_validate, cv_folds
 from medtl.experiment.ensemble import build_ensemble
 from medtl.experiment.selection import SelectionProbe
 from medtl.experiment.results import ArmResult, Comparison, pick_best
@@ -143,7 +143,6 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
     check_target_data(cfg, data)
     folds: dict[int, list[Fold]] = {}  # cross-validation's, per seed: cut (or refused) before any work
     if cfg.selection.method == "cv":
-        check_strategies(cfg.strategies)
         folds = {seed: cv_folds(data, cfg.selection.folds, seed) for seed in cfg.train.all_seeds}
     spec = input_spec(cfg.backbone.name, cfg.preprocess.size)  # made once; every model built here carries it
     folder = run_folder(cfg, workdir)

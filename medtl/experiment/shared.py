@@ -20,6 +20,7 @@ from medtl.models.transfer import BuiltBackbone
 from medtl.training.distributed import SINGLE, DistContext, distributed_loader
 from medtl.training.feature_cache import Features, FeatureCache, feature_key
 from medtl.training.loop import Checkpointer, FitOptions
+from medtl.training.mixing import BatchMixer
 
 
 class SharedData:
@@ -76,6 +77,11 @@ class SharedData:
                                                             self.cfg.train.channels_last, flip)
         return self._feats[key]
 
+    def patients(self, split: str) -> list[str]:
+        """Each item's patient, in the order of ``split``'s loader and features (cross-validation inside a
+        split groups by them, as the splits do)."""
+        return [str(it["patient"]) for it in self.data.splits[split]]
+
     def fit_options(self, seed: int, description: str, device: torch.device | None = None,
                     train_items: list[dict[str, Any]] | None = None) -> FitOptions:
         """The loop's options for one arm: the config's optimiser and class weighting (of ``train_items``,
@@ -85,4 +91,6 @@ class SharedData:
         weights = class_weights(items, len(self.data.classes)) if t.class_weighting == "balanced" else None
         return FitOptions(optimizer=t.optimizer, weight_decay=t.weight_decay, momentum=t.momentum, class_weights=weights,
                           patience=t.patience, seed=seed, device=device or self.device, amp=t.amp,
-                          channels_last=t.channels_last, description=description, dist=self.ctx)
+                          channels_last=t.channels_last, description=description, dist=self.ctx,
+                          label_smoothing=t.label_smoothing,
+                          mixup=None if t.mixup is None else BatchMixer(len(self.data.classes), **t.mixup.model_dump()))

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medtl.models.transfer import layer_label
+
 TABLE_METRICS = ("auc", "acc", "balanced_acc", "sensitivity", "specificity", "f1", "ece")
 TEST_TIME = ("adabn", "tent")  # test-time methods (medtl.experiment.shift), as metric prefixes and `<arm>+<method>` lines
 
@@ -51,7 +53,7 @@ def sweep_table(arms: list[Any]) -> pd.DataFrame:
         group = [a for a in arms if a.strategy == name and a.sweep]
         for layer in group[0].sweep or {}:
             aucs = [a.sweep[layer]["val_auc"] for a in group if a.sweep and layer in a.sweep]
-            chosen = sum((a.build.get("layer") or a.model.backbone.group_names[-1]) == layer for a in group)
+            chosen = sum(layer_label(a.build.get("layer"), a.model.backbone.group_names) == layer for a in group)
             rows.append({"strategy": name, "layer": layer, "dim": int(group[0].sweep[layer]["dim"]),
                          "val_auc": float(np.mean(aucs)), "val_auc_std": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else float("nan"),
                          "chosen": f"{chosen}/{len(group)}"})

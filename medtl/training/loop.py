@@ -30,6 +30,7 @@ from medtl.metrics.classification import auc_score
 from medtl.progress import track
 from medtl.training.distributed import SINGLE, DistContext, ddp, gather_rows, global_sum, synced_batchnorm
 from medtl.training.extra_loss import ExtraLoss, Step, endless, images
+from medtl.training.mixing import BatchMixer
 from medtl.training.schedule import HEAD, Schedule
 
 
@@ -50,6 +51,8 @@ class FitOptions:
     # a refit (cross-validation chose the epoch count elsewhere): train this many epochs of the schedule,
     # validate never, keep the last weights; None: validate every epoch and keep the best
     refit_epochs: int | None = None
+    label_smoothing: float = 0.0  # of the training loss's targets; validation loss is on the plain labels
+    mixup: BatchMixer | None = None  # mixes each training batch (train.mixup); None: off
 
 
 @dataclass
@@ -165,15 +168,32 @@ def predict_probs(model: nn.Module, loader: DataLoader, device: torch.device, am
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 
-def _global_mean_loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, dist: DistContext,
+def _global_mean_loss(logits: torch.Tensor, y: torch.Tensor, loss_fn: nn.CrossEntropyLoss, dist: DistContext,
                       device: torch.device) -> tuple[torch.Tensor, float, int]:
     """This rank's share of the global batch's (class-weighted) mean loss, scaled so that DDP's
     gradient average over ranks is exactly the one-process gradient; also the global batch's mean
-    loss and size, for the epoch's ``train_loss``."""
-    local = nn.functional.cross_entropy(logits, y, weight=weight, reduction="sum")
-    w = float(weight[y].sum()) if weight is not None else float(len(y))
+    loss and size, for the epoch's ``train_loss``. ``y``: class indices, or soft targets (mixup)."""
+    local = nn.functional.cross_entropy(logits, y, weight=loss_fn.weight, reduction="sum", label_smoothing=loss_fn.label_smoothing)
+    w = _target_weight(y, loss_fn.weight)
     loss_sum, w_sum, n = global_sum([float(local.detach()), w, float(len(y))], dist, device)
     return local * (dist.world_size / w_sum), loss_sum / w_sum, int(n)
+
+
+def _target_weight(y: torch.Tensor, weight: torch.Tensor | None) -> float:
+    """What a batch's class-weighted summed loss is divided by: its targets' weights, as torch's mean does for
+    class indices. Soft targets (mixup) get the same sum, not torch's batch size, so a mixed batch's loss is
+    exactly lambda * loss(labels) + (1 - lambda) * loss(paired labels), the mixup criterion, weights included."""
+    if weight is None:
+        return float(len(y))
+    return float(weight[y].sum()) if y.ndim == 1 else float((y @ weight).sum())
+
+
+def _mean_loss(logits: torch.Tensor, y: torch.Tensor, loss_fn: nn.CrossEntropyLoss) -> torch.Tensor:
+    """The batch's (class-weighted, smoothed) mean loss; ``y``: class indices (torch's own mean), or soft targets."""
+    if y.ndim == 1:
+        return loss_fn(logits, y)
+    total = nn.functional.cross_entropy(logits, y, weight=loss_fn.weight, reduction="sum", label_smoothing=loss_fn.label_smoothing)
+    return total / _target_weight(y, loss_fn.weight)
 
 
 def _empty_batch(loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,7 +277,8 @@ def fit(
             optim.add_param_group({"params": extra_params, "lr": schedule.lr[HEAD], "name": "extra"})
             lambdas.append(lambda step: lr_factor(schedule, HEAD, step, steps))
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambdas)
-    loss_fn = nn.CrossEntropyLoss(weight=None if opts.class_weights is None else opts.class_weights.to(device))
+    loss_fn = nn.CrossEntropyLoss(weight=None if opts.class_weights is None else opts.class_weights.to(device),
+                                  label_smoothing=opts.label_smoothing)
 
     history: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] | None = None
@@ -303,7 +324,9 @@ def fit(
             for i, batch in enumerate(track(train_loader, f"{opts.description} epoch {epoch + 1}/{schedule.epochs}",
                                             total=len(train_loader))):
                 x, y = _xy(batch) if batch is not None else _empty_batch(train_loader)
+                x, soft = opts.mixup(x, y) if opts.mixup is not None else (x, None)
                 x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
+                y_loss = y if soft is None else soft.to(device, non_blocking=True)  # what the loss compares with
                 with autocast(device, opts.amp):
                     if extra is not None:
                         xt = None if targets is None else _to_device(images(next(targets)), device, channels_last)
@@ -312,9 +335,9 @@ def fit(
                     else:
                         logits, extra_losses = (net if dist.active else model)(x), {}
                     if dist.active:
-                        loss, batch_loss, n = _global_mean_loss(logits.float(), y, loss_fn.weight, dist, device)
+                        loss, batch_loss, n = _global_mean_loss(logits.float(), y_loss, loss_fn, dist, device)
                     else:
-                        loss = loss_fn(logits.float(), y)
+                        loss = _mean_loss(logits.float(), y_loss, loss_fn)
                         batch_loss, n = float(loss.detach()), len(y)
                     for name, value in extra_losses.items():
                         loss = loss + value
@@ -331,8 +354,7 @@ def fit(
                 val_loss = val_auc = float("nan")
             else:
                 probs, labels = predict_probs(evaluate or model, val_loader, device, opts.amp, "validating", dist)
-                val_loss = probs_loss(probs, labels, opts.class_weights)
-                val_auc = auc_score(labels, probs)
+                val_loss, val_auc = validation_scores(probs, labels, opts.class_weights)
             row = {"epoch": float(epoch), "train_loss": total / max(count, 1), "val_loss": val_loss, "val_auc": val_auc,
                    "unfrozen_groups": float(len([g for g in trainable if g != HEAD]))}
             row.update({f"lr.{g}": peak[g] for g in names})
@@ -366,6 +388,11 @@ def probs_loss(probs: np.ndarray, labels: np.ndarray, class_weights: torch.Tenso
     """The (class-weighted) cross-entropy of probabilities: the validation loss of ``fit`` and of an ensemble."""
     return float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels).long(),
                                         weight=None if class_weights is None else class_weights.cpu()))
+
+
+def validation_scores(probs: np.ndarray, labels: np.ndarray, class_weights: torch.Tensor | None) -> tuple[float, float]:
+    """An epoch's validation loss (class-weighted like training's) and AUC (MedMNIST's definition)."""
+    return probs_loss(probs, labels, class_weights), auc_score(labels, probs)
 
 
 def selection_score(row: dict[str, float]) -> tuple[float, float]:

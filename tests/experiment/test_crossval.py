@@ -158,12 +158,8 @@ def test_an_ensemble_arm_averages_cv_arms_out_of_fold_predictions(tmp_path: Path
         load_config({**cfg, "selection": {"method": "cv", "then": "ensemble"}})
 
 
-def test_settings_cv_cannot_run_are_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_too_many_folds_are_refused_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    cfg = config(write_npz(tmp_path / "d.npz"), method="cv", folds=3)
-    cfg["strategies"] = [{"name": "full", "epochs": 1}, {"name": "frozen", "epochs": 1, "layers": "all"}]
-    with pytest.raises(ConfigError, match="strategies.frozen.layers"):
-        compare(load_config(cfg))
     cfg = config(write_npz(tmp_path / "d.npz"), method="cv", folds=7)  # the subset leaves 6 images (patients) a class
     with pytest.raises(ConfigError, match="class 0 has 6 patient"):
         compare(load_config({**cfg, "data": {**cfg["data"], "subset": {"train": 8, "val": 4}}}))
@@ -192,3 +188,19 @@ def test_dry_run_says_what_cv_costs(tmp_path: Path) -> None:
     assert p.returncode == 0, p.stderr
     assert "# selection cv: each trained arm runs 5 times, once per fold of train+val (4) and once more on all of it (refit)" \
         in p.stdout.splitlines()
+
+
+@pytest.mark.parametrize("head", ["linear", "logreg"])
+def test_a_frozen_layer_sweep_is_cross_validated_choice_by_choice(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   head: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    cfg = config(write_npz(tmp_path / "d.npz"), method="cv", folds=3)
+    cfg["strategies"] = [{"name": "frozen", "epochs": 2, "layers": ["stage1", "stage2", "concat"], "head": head,
+                          **({"logreg_folds": 2} if head == "logreg" else {})}]
+    arm = compare(load_config(cfg)).arms[0]
+    assert set(arm.sweep) == {"stage1", "stage2", "concat"}
+    chosen = max(arm.sweep, key=lambda g: (arm.sweep[g]["val_auc"], -arm.sweep[g]["val_loss"]))
+    assert arm.val_auc == pytest.approx(arm.sweep[chosen]["val_auc"])  # the arm is its best choice's mean over folds
+    from medtl.models.transfer import layer_label
+
+    assert arm.cv.refit is not None and layer_label(arm.model.layer, arm.model.backbone.group_names) == chosen  # refitted
