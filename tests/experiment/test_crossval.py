@@ -195,8 +195,8 @@ def test_a_frozen_layer_sweep_is_cross_validated_choice_by_choice(tmp_path: Path
                                                                    head: str) -> None:
     monkeypatch.chdir(tmp_path)
     cfg = config(write_npz(tmp_path / "d.npz"), method="cv", folds=3)
-    cfg["strategies"] = [{"name": "frozen", "epochs": 2, "layers": ["stage1", "stage2", "concat"], "head": head,
-                          **({"logreg_folds": 2} if head == "logreg" else {})}]
+    cfg["strategies"] = [{"name": "frozen", "epochs": 2, "layers": ["stage1", "stage2", "concat"], "head": head, "tta": ["hflip"],
+                          **({"logreg_folds": 2} if head == "logreg" else {})}]  # flipped features of the pool, per fold
     arm = compare(load_config(cfg)).arms[0]
     assert set(arm.sweep) == {"stage1", "stage2", "concat"}
     chosen = max(arm.sweep, key=lambda g: (arm.sweep[g]["val_auc"], -arm.sweep[g]["val_loss"]))
