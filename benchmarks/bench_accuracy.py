@@ -85,19 +85,18 @@ PUBLISHED_PLUS: dict[str, list[tuple[str, int, float, float]]] = {
     "breastmnist": [("AlexNet", 28, 0.891, 0.865)],
     "organamnist": [("VGG16", 28, 0.995, 0.932)],
 }
-# Levers for the ablation rows: name -> config overrides (``--set`` syntax) that turn it on over the
-# config as it is; ``strategies.*.KEY`` sets KEY on every strategy of the config. Only keys that exist
-# in medtl today; the commented ones are those of issue 18's other branches (ensemble, folds, levers)
-# as written there, to go in once they are on main. ``--lever NAME=KEY=VALUE,...`` adds or replaces one.
+# Levers for the ablation rows: name -> config overrides (``--set`` syntax) applied over the config as it
+# is, turning a lever on (or, ``no_*``, off where the default config has it); ``strategies.*.KEY`` sets KEY
+# on every trained strategy of the config. ``--lever NAME=KEY=VALUE,...`` adds or replaces one. The
+# ``ensemble`` entry is an arm of its own: its row against the best single arm is its ablation.
 LEVERS: dict[str, list[str]] = {
     "size": ["preprocess.size=224"],  # the weights' own input size instead of the config's CPU-sized one
     "no_augment": ["train.augment=[]"],  # the configs' augmentations off: what they add
-    # "tta": ["strategies.*.tta=[hflip, vflip]"],
-    # "cv": ["selection.method=cv", "selection.folds=5"],
-    # "logreg": ["strategies.frozen.head=logreg"],
-    # "label_smoothing": ["train.label_smoothing=0.1"],
-    # "mixup": ["train.mixup={alpha: 0.2}"],
-    # ensemble: an arm of its own (an `ensemble` entry, kind: ensemble, in the config), not an override
+    "no_tta": ["strategies.*.tta=[]"],  # test-time flips off
+    "cv": ["selection.method=cv", "selection.folds=5"],  # arms chosen by 5-fold cv on train+val, then refit
+    "logreg": ["strategies.frozen.head=logreg"],  # the frozen head a logistic regression with C by cv
+    "label_smoothing": ["train.label_smoothing=0.1"],
+    "mixup": ["train.mixup={alpha: 0.2}"],
 }
 TORCHVISION = ("resnet18", "resnet50")  # the published architectures, where their ImageNet checkpoint is present
 SMOKE = ["data.subset={train: 48, val: 24, test: 24}", "preprocess.size=32", "train.bootstrap=20", "data.num_workers=0"]
@@ -192,11 +191,16 @@ def overrides_for(cfg_path: Path, args: argparse.Namespace, backbone: str, cuda:
         out.append("data.subset=null")  # the full official splits where a GPU makes them affordable
     if args.smoke:
         out += SMOKE
-        for s in yaml.safe_load(cfg_path.read_text())["strategies"]:
+        for s in trained_strategies(cfg_path):
             out.append(f"strategies.{s['name']}.epochs=1")
             if s.get("kind", s["name"]) == "lp-ft":
                 out.append(f"strategies.{s['name']}.probe_epochs=1")
     return out
+
+
+def trained_strategies(cfg_path: Path) -> list[dict[str, Any]]:
+    """The config's strategy entries that train (an ``ensemble`` entry takes no epochs or per-arm settings)."""
+    return [s for s in yaml.safe_load(cfg_path.read_text())["strategies"] if s.get("kind", s["name"]) != "ensemble"]
 
 
 def parse_lever(text: str) -> tuple[str, list[str]]:
@@ -548,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
                     save()
                     if i or j:
                         continue  # levers: on the first backbone and numerics only
-                    names = [st["name"] for st in yaml.safe_load(cfg_path.read_text())["strategies"]]
+                    names = [st["name"] for st in trained_strategies(cfg_path)]
                     for lever in chosen:
                         lov = [*ov, *expand_lever(levers_def[lever], names)]
                         lrun, _ = run_target(t, cfg_path, args, name, lov, workdir, lever=lever)

@@ -69,9 +69,9 @@ def check_world(cfg: ExperimentConfig) -> None:
 
     ctx = DistContext.from_env()
     bs = cfg.train.batch_size
-    if ctx.active and bs % ctx.world_size and any(strategy_for(s).trains_backbone for s in cfg.strategies):
+    if ctx.active and bs % ctx.world_size and any(strategy_for(s).trains_backbone for s in cfg.trained):
         raise ConfigError("train.batch_size", f"{bs} is the global batch; it must divide by the {ctx.world_size} processes")
-    for s in cfg.strategies:  # found otherwise at the first step of the arm, after the arms before it trained
+    for s in cfg.trained:  # found otherwise at the first step of the arm, after the arms before it trained
         if ctx.active and strategy_for(s).uses_target:
             raise ConfigError(f"strategies.{s.name}", f"{s.kind} learns from the target stream in one process; "
                               f"run it without torchrun (this run has {ctx.world_size} processes)")
@@ -84,6 +84,6 @@ def preflight(cfg: ExperimentConfig) -> None:
     check_device(cfg.train.device)
     check_world(cfg)
     groups = backbone_groups(cfg.backbone.name)
-    for s in cfg.strategies:
+    for s in cfg.trained:
         check_strategy(s, groups, cfg)
     build_augmentations(cfg.train.augment)

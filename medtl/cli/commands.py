@@ -158,7 +158,12 @@ def _dry_run(cfg: Any) -> int:
     print(f"\n# {len(arms)} arm(s) it would run (nothing was trained):")
     for arm in arms:
         extra = ", ".join(f"{k} {v}" for k, v in arm["settings"].items())
-        print(f"{arm['arm']}: kind {arm['kind']}, {arm['epochs']} epoch(s)" + (f", {extra}" if extra else ""))
+        trains = f"{arm['epochs']} epoch(s)" if arm["epochs"] else "trains nothing, after every seed"  # an ensemble
+        print(f"{arm['arm']}: kind {arm['kind']}, {trains}" + (f", {extra}" if extra else ""))
+    sel = cfg.selection
+    if sel.method == "cv":
+        print(f"# selection cv: each trained arm runs {sel.folds + (sel.then == 'refit')} times, once per fold of train+val "
+              f"({sel.folds})" + (" and once more on all of it (refit)" if sel.then == "refit" else ", then the fold models averaged"))
     print(f"# tracked in experiment '{cfg.tracking.experiment}'"
           + (f"; the best is registered as '{cfg.tracking.model_name}'" if cfg.tracking.register_best else ""))
     return 0

@@ -41,6 +41,8 @@ def _comparison_table(comp: Any) -> Any:
     out = []
     for _, r in comp.table().iterrows():
         row = {"strategy": r["strategy"], "seeds": int(r["seeds"]), "val_auc": _mean_std(r, "val_auc")}
+        if (cv := r.get("cv_val_auc")) is not None and cv == cv:  # selection.method cv: mean over folds ± std over folds
+            row["cv_val_auc"] = _mean_std(r, "cv_val_auc")
         for k in ("auc", "acc"):
             row[f"test_{k}"] = _mean_std(r, f"test_{k}")
             row[f"test_{k}_ci"] = r[f"test_{k}_ci"]

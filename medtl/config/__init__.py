@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from medtl.config.sections import (WINDOWS, BackboneConfig, CorruptionConfig, DataConfig,  # noqa: F401 - re-exported
-                                   PreprocessConfig, SelectionConfig, ShiftConfig, TrackingConfig, TrainConfig,
+                                   MixupConfig, PreprocessConfig, SelectionConfig, ShiftConfig, TrackingConfig, TrainConfig,
                                    WindowConfig, _Strict)
-from medtl.config.strategies import (KIND_HELP, STRATEGY_KINDS, STRATEGY_MODELS, CoralConfig,  # noqa: F401 - re-exported
-                                     DannConfig, FewShotConfig, FrozenConfig, FullConfig, LpFtConfig, MccConfig,
+from medtl.config.strategies import (CONCAT, KIND_HELP, STRATEGY_KINDS, STRATEGY_MODELS, TRAINED_KINDS, CoralConfig,  # noqa: F401 - re-exported
+                                     DannConfig, EnsembleConfig, FewShotConfig, FrozenConfig, FullConfig, LpFtConfig, MccConfig,
                                      ProgressiveConfig, ScratchConfig, StrategyConfig, SurgicalConfig, _check_kinds, _kind_of,
                                      strategy_config)
 from medtl.errors import ConfigError, MedtlWarning
@@ -36,8 +36,8 @@ class ExperimentConfig(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig, description="settings shared by every arm")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow experiment and registered model")
     shift: ShiftConfig = Field(default_factory=ShiftConfig, description="domain-shift analysis of every arm")
-    selection: SelectionConfig = Field(default_factory=SelectionConfig, description="label-free model selection "
-                                       "(validators scored on the target's unlabelled scans)")
+    selection: SelectionConfig = Field(default_factory=SelectionConfig, description="how arms are chosen: holdout or "
+                                       "k-fold cross-validation on train+val; label-free validators for a target site")
 
     _known_kinds = field_validator("strategies", mode="before")(_check_kinds)
 
@@ -49,7 +49,31 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"strategy names must be unique, got {names}")
         if not v:
             raise ValueError("at least one strategy is needed")
+        trained = [s.name for s in v if not isinstance(s, EnsembleConfig)]
+        if len(trained) < len(v) and not trained:
+            raise ValueError("an ensemble needs trained strategies to average")
+        for e in (s for s in v if isinstance(s, EnsembleConfig)):
+            unknown = [m for m in e.members or [] if m not in trained]
+            if unknown:
+                raise ValueError(f"strategy '{e.name}': members {unknown} are not trained strategies ({', '.join(trained)})")
         return v
+
+    @model_validator(mode="after")
+    def _no_ensemble_of_cv_ensembles(self) -> ExperimentConfig:
+        if self.selection.method == "cv" and self.selection.then == "ensemble" and self.ensembles:
+            raise ValueError(f"strategy '{self.ensembles[0].name}': an ensemble arm of arms that are themselves fold "
+                             "ensembles (selection.then: ensemble) is not supported; use selection.then: refit")
+        return self
+
+    @property
+    def trained(self) -> list[StrategyConfig]:
+        """The arms that train (every strategy but ensembles), in order."""
+        return [s for s in self.strategies if not isinstance(s, EnsembleConfig)]
+
+    @property
+    def ensembles(self) -> list[EnsembleConfig]:
+        """The arms that average trained arms' probabilities (``medtl.experiment.ensemble``), after them."""
+        return [s for s in self.strategies if isinstance(s, EnsembleConfig)]
 
     def flat(self) -> dict[str, str]:
         """Dotted key -> value, as logged to MLflow params."""
@@ -184,12 +208,12 @@ def shadowed_overrides(cfg: ExperimentConfig, overrides: list[str]) -> list[str]
         section, _, field = key.partition(".")
         if section != "train" or "." in field:
             continue
-        own = {s.name: getattr(s, field) for s in cfg.strategies if field in s.model_fields_set}
+        own = {s.name: getattr(s, field) for s in cfg.trained if field in s.model_fields_set}
         if not own:
             continue
         theirs = ", ".join(f"{n} {v}" for n, v in own.items())
         hint = " or train.epochs_scale (medtl compare --quick) to shorten every arm" if field == "epochs" else ""
-        if len(own) == len(cfg.strategies):
+        if len(own) == len(cfg.trained):
             out.append(f"--set {key} changes nothing: every strategy sets its own {field} ({theirs}); "
                        f"set strategies.<name>.{field}{hint}")
         else:
@@ -200,10 +224,10 @@ def shadowed_overrides(cfg: ExperimentConfig, overrides: list[str]) -> list[str]
 def plan_arms(cfg: ExperimentConfig) -> list[dict[str, Any]]:
     """The arms a comparison runs, in order (seed by seed, strategy by strategy), with the settings each
     strategy sets itself; ``epochs`` falls back to ``train.epochs`` like the schedules do."""
-    arms = []
-    for seed in cfg.train.all_seeds:
-        for s in cfg.strategies:
-            settings = {k: getattr(s, k) for k in sorted(s.model_fields_set) if k not in ("name", "kind", "epochs")}
-            arms.append({"arm": f"{s.name}-seed{seed}", "strategy": s.name, "kind": s.kind, "seed": seed,
-                         "epochs": getattr(s, "epochs", None) or cfg.train.epochs, "settings": settings})
-    return arms
+    def row(s: Any, seed: int, epochs: int) -> dict[str, Any]:
+        settings = {k: getattr(s, k) for k in sorted(s.model_fields_set) if k not in ("name", "kind", "epochs")}
+        return {"arm": f"{s.name}-seed{seed}", "strategy": s.name, "kind": s.kind, "seed": seed, "epochs": epochs,
+                "settings": settings}
+
+    arms = [row(s, seed, s.epochs or cfg.train.epochs) for seed in cfg.train.all_seeds for s in cfg.trained]
+    return arms + [row(e, cfg.train.all_seeds[0], 0) for e in cfg.ensembles]  # after every seed; they train nothing

@@ -89,8 +89,20 @@ WINDOWS: dict[str, tuple[float, float]] = {
 }
 
 class SelectionConfig(_Strict):
-    """Label-free model selection (``medtl.experiment.selection``): on when there are unlabelled target scans."""
+    """How arms are chosen: on the validation split (holdout) or by k-fold cross-validation on train+val
+    (``medtl.experiment.crossval``); and label-free selection for a target site (``medtl.experiment.selection``)."""
 
+    method: Literal["holdout", "cv"] = Field(
+        "holdout", description="holdout: every arm trains on train, is chosen on val; cv: train and val are pooled and cut "
+                               "into patient-level stratified folds, every arm trains once per fold, and the arm and its "
+                               "epoch count are chosen by the mean validation AUC over folds (reported ± std). For small "
+                               "datasets, where one validation split makes the choice noise. Time: k folds cost k times each "
+                               "arm's training, and refit one training more (k + 1)")
+    folds: int = Field(default=5, ge=2, le=20, description="cv: the number of folds (patients of train+val, seeded by the arm's seed)")
+    then: Literal["refit", "ensemble"] = Field(
+        "refit", description="cv: refit (the chosen settings trained once more on all of train+val for the chosen epoch "
+                             "count; the model tested and registered) or ensemble (the fold models' probabilities averaged "
+                             "on test; the arm's model holds every fold model, logged and registered whole)")
     enabled: bool = Field(True, description="score every arm with the label-free validators (source_val, snd, entropy, dev)")
     max_items: int = Field(default=500, ge=3, description="unlabelled target scans each arm is scored on (one seeded draw)")
 
@@ -150,6 +162,16 @@ class BackboneConfig(_Strict):
                                                                          "random) or none (random initialisation)")
 
 
+class MixupConfig(_Strict):
+    """Batches of images mixed with their neighbours' (torchvision's MixUp / CutMix), targets mixed alike."""
+
+    alpha: float = Field(default=0.2, gt=0, description="the mixing weight's Beta(alpha, alpha); small: mostly one image "
+                                                        "(Zhang et al. 2018 use 0.1-0.4 on ImageNet)")
+    prob: float = Field(default=1.0, ge=0, le=1, description="the chance a training batch is mixed")
+    mode: Literal["mixup", "cutmix", "either"] = Field("mixup", description="mixup (images blended), cutmix (a box pasted "
+                                                                             "in), either (one of the two per batch)")
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(default=10, ge=1, description="epochs of every strategy that does not set its own epochs")
     epochs_scale: float = Field(default=1.0, gt=0, description="multiplies every epoch count (train.epochs and each "
@@ -169,6 +191,10 @@ class TrainConfig(_Strict):
                                                                                  "frequency in train")
     patience: int | None = Field(default=None, ge=1, description="early stopping after this many epochs without a better "
                                                                  "validation AUC; null: off (the best epoch is kept either way)")
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1, description="targets' label smoothing in the training loss "
+                                   "(torch's CrossEntropyLoss); validation loss and selection stay on the plain labels")
+    mixup: MixupConfig | None = Field(None, description="mix training batches (fine-tuning arms; heads on cached features "
+                                                        "are not mixed); see train.mixup.*; null: off")
     augment: list[dict[str, Any]] = Field(default_factory=list, description="MONAI random dictionary transforms by name, "
                                           "e.g. {name: RandFlipd, prob: 0.5, spatial_axis: 1}")
     device: str = Field("auto", description="auto (CUDA when there is one), cpu, cuda, cuda:1, ...")

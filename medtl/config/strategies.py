@@ -21,21 +21,42 @@ class _Strategy(_Strict):
     name: str = Field(description="the arm's name (runs, tables, --set strategies.<name>.<key>)")
     epochs: int | None = Field(default=None, ge=1, description="this arm's epochs; null: train.epochs")
     lr: float | None = Field(default=None, gt=0, description="this arm's learning rate; null: train.lr (frozen: train.head_lr)")
+    tta: list[Literal["hflip", "vflip"]] = Field(
+        default_factory=list, description="test-time flips: validation (hence every selection), test and the served model "
+        "average the probabilities of the image and each flipped copy; hflip (left-right) is wrong for lateralised labels "
+        "(OrganAMNIST's left/right kidney, lung, femur: use vflip or none); []: off")
+
+
+CONCAT = "concat"  # the frozen arm's ``layer`` that reads every layer group's pooled features, concatenated
 
 
 class FrozenConfig(_Strategy):
     """A head on features cached from the frozen backbone (``medtl.training.strategies.frozen``)."""
 
     kind: Literal["frozen"] = Field("frozen", description=KIND_HELP)
-    head: Literal["linear", "mlp"] = Field("linear", description="the head on the frozen features: linear or mlp")
-    layer: str | None = Field(None, description="which layer group's pooled output feeds the head; null: the last")
-    layers: list[str] | Literal["all"] | None = Field(None, description="a layer sweep: a head per group (or all), the "
-                                                                        "best on validation AUC is kept")
+    head: Literal["linear", "mlp", "logreg"] = Field(
+        "linear", description="the head on the frozen features: linear or mlp (trained by the loop), or logreg (scikit-learn's "
+                              "logistic regression on standardised features, C chosen by cross-validation on the training "
+                              "split; served as a linear head)")
+    layer: str | list[str] | None = Field(None, description="what the head reads: one layer group's pooled output, a list of "
+                                                            "groups (concatenated), or concat (every group); null: the last")
+    layers: list[str | list[str]] | Literal["all"] | None = Field(
+        None, description="a layer sweep: a head per choice (each as layer reads it; all: every single group), the best "
+                          "on validation AUC is kept")
+    logreg_cs: int = Field(default=10, ge=1, description="head logreg: values of C tried, log-spaced over 1e-4..1e4")
+    logreg_folds: int = Field(default=5, ge=2, description="head logreg: stratified folds (patient-level) of the training "
+                                                           "split that choose C")
+    logreg_scoring: Literal["auc", "log_loss"] = Field("auc", description="head logreg: what the folds score C by: auc "
+                                                                          "(as arms are selected; one-vs-rest when multi-class) "
+                                                                          "or log_loss")
 
     @model_validator(mode="after")
     def _one_layer_rule(self) -> FrozenConfig:
         if self.layer is not None and self.layers is not None:
             raise ValueError(f"strategy '{self.name}': give 'layer' or 'layers' (a sweep), not both")
+        choices = [self.layer] if self.layers is None or self.layers == "all" else list(self.layers)
+        if any(isinstance(c, list) and not c for c in choices) or self.layers == []:
+            raise ValueError(f"strategy '{self.name}': an empty list of layer groups")
         return self
 
 
@@ -135,9 +156,23 @@ class FewShotConfig(_FineTune):
     shot_repeat: int = Field(default=1, ge=1, description="times each shot appears per epoch")
 
 
-# One model per kind; a new kind adds its model here and its home under medtl/training/strategies/.
-STRATEGY_MODELS: tuple[type[_Strategy], ...] = (FrozenConfig, ProgressiveConfig, FullConfig, LpFtConfig, SurgicalConfig,
-                                                ScratchConfig, DannConfig, CoralConfig, MccConfig, FewShotConfig)
+class EnsembleConfig(_Strict):
+    """Trains nothing: averages the probabilities of the ``top_k`` arms ranked on validation, every seed of each
+    (``medtl.experiment.ensemble``); tracked, compared and registrable like any arm."""
+
+    name: str = Field(description="the arm's name (runs, tables, --set strategies.<name>.<key>)")
+    kind: Literal["ensemble"] = Field("ensemble", description=KIND_HELP)
+    top_k: int = Field(default=3, ge=1, description="how many arms join, the best by mean validation AUC over seeds (as the "
+                                                    "best arm is picked); every seed of each joins")
+    members: list[str] | None = Field(None, description="the arms it may choose from (names of trained strategies); null: all")
+
+
+# One model per kind; a new kind adds its model here and its home under medtl/training/strategies/
+# (the ensemble's is medtl/experiment/ensemble.py: it trains nothing, it averages trained arms).
+TRAINED_MODELS: tuple[type[_Strategy], ...] = (FrozenConfig, ProgressiveConfig, FullConfig, LpFtConfig, SurgicalConfig,
+                                               ScratchConfig, DannConfig, CoralConfig, MccConfig, FewShotConfig)
+TRAINED_KINDS: tuple[str, ...] = tuple(m.model_fields["kind"].default for m in TRAINED_MODELS)
+STRATEGY_MODELS: tuple[type[_Strict], ...] = (*TRAINED_MODELS, EnsembleConfig)
 STRATEGY_KINDS: tuple[str, ...] = tuple(m.model_fields["kind"].default for m in STRATEGY_MODELS)
 
 

@@ -69,6 +69,19 @@ class CurationResult:
     shared_files: list[tuple[str, int]] = field(default_factory=list)
 
 
+def patient_folds(strata: np.ndarray, patients: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Each row's fold (0..k-1): every scan of a patient in one fold, folds stratified on ``strata``
+    (scikit-learn's ``StratifiedGroupKFold``, shuffled with ``seed``). The one cut into patient-level folds:
+    the train/val/test split and cross-validation's folds both come from it."""
+    folds = np.zeros(len(strata), dtype=int)
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():  # strata smaller than k: sklearn warns, the split is still grouped
+        warnings.simplefilter("ignore", UserWarning)
+        for i, (_, test_idx) in enumerate(cv.split(np.zeros(len(strata)), strata, groups=patients)):
+            folds[test_idx] = i
+    return folds
+
+
 def split_patients(df: pd.DataFrame, seed: int, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> pd.Series:
     """Train/val/test by patient, stratified on label and domain, reproducible from ``seed``."""
     if abs(sum(fractions) - 1) > 1e-6:
@@ -80,12 +93,7 @@ def split_patients(df: pd.DataFrame, seed: int, fractions: tuple[float, float, f
         raise DataError("manifest", f"{n_pat} patient(s) cannot make train, val and test splits (need at least 3)")
     _, counts = np.unique(strata, return_counts=True)
     k = max(3, min(20, n_pat, int(counts.max())))  # folds of ~5% where the data allow
-    folds = np.zeros(len(df), dtype=int)
-    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():  # strata smaller than k: sklearn warns, the split is still grouped
-        warnings.simplefilter("ignore", UserWarning)
-        for i, (_, test_idx) in enumerate(cv.split(np.zeros(len(df)), strata, groups=patients)):
-            folds[test_idx] = i
+    folds = patient_folds(strata, patients, k, seed)
     # whole folds to splits, by the wanted fractions (at least one fold each)
     n_test = max(1, int(fractions[2] * k + 0.5)) if fractions[2] > 0 else 0
     n_val = max(1, int(fractions[1] * k + 0.5)) if fractions[1] > 0 else 0

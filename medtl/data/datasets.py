@@ -26,7 +26,7 @@ from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.data.utils import worker_init_fn
 from monai.transforms import Randomizable, Transform
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from medtl.config import CorruptionConfig, DataConfig, PreprocessConfig
 from medtl.data.batched import BatchedArrays, batchable
@@ -249,6 +249,8 @@ def resolve_workers(num_workers: int | str = "auto") -> int:
 def fully_cached(ds: Any) -> bool:
     """An in-memory cache holding every item's final tensor (or batched arrays without augmentation):
     worker processes would only copy it."""
+    if isinstance(ds, Subset):  # a fold of a pooled split (cross-validation)
+        return fully_cached(ds.dataset)
     if isinstance(ds, BatchedArrays):
         return ds.transform is None
     return isinstance(ds, CacheDataset) and ds.cache_num >= len(ds) and not _random_after_cache(ds.transform)

@@ -19,8 +19,10 @@ import torch
 from medtl.config import ExperimentConfig
 from medtl.data.datasets import DataBundle
 from medtl.errors import DataError
+from medtl.experiment.crossval import CrossValidation
 from medtl.experiment.selection import selection_table
 from medtl.experiment.tables import results_table, shift_table, sweep_table
+from medtl.models.averaging import build_members
 from medtl.models.registry import InputSpec
 from medtl.models.transfer import TransferModel, create_model
 from medtl.training.loop import FitResult, selection_score
@@ -31,7 +33,7 @@ class ArmResult:
     strategy: str
     kind: str
     seed: int
-    model: TransferModel
+    model: TransferModel  # an ensemble's: medtl.models.averaging.Averaged of its members
     fit: FitResult
     val_auc: float
     metrics: dict[str, float]
@@ -47,6 +49,11 @@ class ArmResult:
     # frozen arms with a layer sweep: layer -> {val_auc, val_loss, best_epoch, dim}; the chosen one is build["layer"]
     sweep: dict[str, dict[str, float]] | None = None
     shift: Any = None  # medtl.experiment.shift.ShiftReport of this run (pictures); its numbers are in ``metrics``
+    # selection.method cv: each fold's curves, the chosen epoch, the refit's curves (``fit`` is then the mean over folds)
+    cv: CrossValidation | None = None
+    # validation probabilities and labels of the kept weights (an ensemble chooses and is scored on them)
+    val_probs: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
 
     RESULT = "result.pt"
 
@@ -59,7 +66,10 @@ class ArmResult:
                  "metrics": self.metrics, "test_probs": torch.as_tensor(self.test_probs),
                  "test_labels": torch.as_tensor(self.test_labels), "test_items": self.test_items.to_dict("list"),
                  "weights_id": self.weights_id, "weights_sha256": self.weights_sha256, "seconds": self.seconds,
-                 "build": self.build, "sweep": self.sweep, "model": self.model.state_dict(), **fits}
+                 "build": self.build, "sweep": self.sweep, "model": self.model.state_dict(),
+                 "cv": None if self.cv is None else self.cv.as_dict(), **fits,
+                 **({} if self.val_probs is None else {"val_probs": torch.as_tensor(self.val_probs),
+                                                       "val_labels": torch.as_tensor(self.val_labels)})}
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / (self.RESULT + ".tmp")
         torch.save(state, tmp)
@@ -70,15 +80,21 @@ class ArmResult:
     def load(cls, folder: Path) -> ArmResult:
         st = torch.load(folder / cls.RESULT, map_location="cpu", weights_only=True)
         b = st["build"]
-        model, _ = create_model(b["backbone"], b["num_classes"], pretrained=False, head=b["head"], layer=b["layer"],
-                                spec=InputSpec.from_dict(b["spec"]) if "spec" in b else None)
+        if "members" in b:  # an ensemble
+            model: torch.nn.Module = build_members(b["members"], b["num_classes"])
+        else:
+            model, _ = create_model(b["backbone"], b["num_classes"], pretrained=False, head=b["head"], layer=b["layer"],
+                                    spec=InputSpec.from_dict(b["spec"]) if "spec" in b else None)
         model.load_state_dict(st["model"])
         model.eval()
         fit_of = lambda d: None if d is None else FitResult(d["history"], d["best_epoch"], d["best_val_auc"], d["stopped_early"],  # noqa: E731
                                                             d.get("resumed_from"))
         return cls(st["strategy"], st["kind"], st["seed"], model, fit_of(st["fit"]), st["val_auc"], st["metrics"],
                    st["test_probs"].numpy(), st["test_labels"].numpy(), pd.DataFrame(st["test_items"]), st["weights_id"],
-                   st["weights_sha256"], st["seconds"], fit_of(st["probe"]), folder, st["build"], st.get("sweep"))
+                   st["weights_sha256"], st["seconds"], fit_of(st["probe"]), folder, st["build"], st.get("sweep"),
+                   val_probs=st["val_probs"].numpy() if "val_probs" in st else None,
+                   val_labels=st["val_labels"].numpy() if "val_labels" in st else None,
+                   cv=None if st.get("cv") is None else CrossValidation.from_dict(st["cv"]))
 
 
 @dataclass
@@ -137,11 +153,20 @@ class Comparison:
                    tree["shift_extractor"])
 
 
-def pick_best(arms: list[ArmResult]) -> ArmResult:
-    """Highest mean validation AUC over seeds; ties (common on easy data) go to the lower validation loss."""
-    def score(group: list[ArmResult]) -> tuple[float, float]:
-        return selection_score({"val_auc": float(np.mean([a.val_auc for a in group])),
-                                "val_loss": float(np.mean([a.fit.best_val_loss for a in group]))})
+def arm_score(group: list[ArmResult]) -> tuple[float, float]:
+    """What "better" means between arms: mean validation AUC over seeds, ties (common on easy data) to the
+    lower mean validation loss (``selection_score``, as epochs are kept)."""
+    return selection_score({"val_auc": float(np.mean([a.val_auc for a in group])),
+                            "val_loss": float(np.mean([a.fit.best_val_loss for a in group]))})
 
-    best_name = max(dict.fromkeys(a.strategy for a in arms), key=lambda n: score([a for a in arms if a.strategy == n]))
-    return max((a for a in arms if a.strategy == best_name), key=lambda a: score([a]))
+
+def rank_strategies(arms: list[ArmResult]) -> list[str]:
+    """Strategy names, best first by ``arm_score`` on validation (a tie keeps the config's order)."""
+    names = list(dict.fromkeys(a.strategy for a in arms))
+    return sorted(names, key=lambda n: arm_score([a for a in arms if a.strategy == n]), reverse=True)
+
+
+def pick_best(arms: list[ArmResult]) -> ArmResult:
+    """The best strategy's best seed, both by ``arm_score`` (validation only)."""
+    best_name = rank_strategies(arms)[0]
+    return max((a for a in arms if a.strategy == best_name), key=lambda a: arm_score([a]))

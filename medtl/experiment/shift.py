@@ -37,6 +37,7 @@ from medtl.metrics.classification import classification_metrics
 from medtl.metrics.robustness import robustness
 from medtl.metrics.shift import linear_cka, shift_metrics
 from medtl.metrics.summary import summarize
+from medtl.models.transfer import concat_features
 from medtl.training.adabn import adapt_bn
 from medtl.training.feature_cache import extract_features
 from medtl.training.loop import predict_probs
@@ -123,15 +124,15 @@ class ShiftProbe:
     def analyse(self, arm: Any, seed: int) -> ShiftReport:
         cfg = self.shared.cfg
         model = arm.model
-        layer = model.layer or model.backbone.group_names[-1]
+        layer = model.read_layers  # what the head reads (several groups: concatenated)
         feats = self.features(model.backbone)
         rep = ShiftReport()
-        rep.metrics.update(self.distances(feats[layer]))
+        rep.metrics.update(self.distances(concat_features(feats, layer)))
         doms = self.domains[self.index]
         assert self.extractor is not None
         rep.cka = {g: linear_cka(self.extractor[g], feats[g]) for g in feats}  # every probe image, source and target
         rep.metrics.update({f"cka.{g}": v for g, v in rep.cka.items()})
-        rep.embedding = {"extractor": self.extractor[layer].numpy(), "model": feats[layer].numpy(), "domain": doms,
+        rep.embedding = {"extractor": concat_features(self.extractor, layer).numpy(), "model": concat_features(feats, layer).numpy(), "domain": doms,
                          "label": self.labels[self.index]}
         rep.metrics.update(self.outcome(arm.test_labels, arm.test_probs, arm.test_items, "", seed))
         for prefix, method in self.test_time_methods().items():
@@ -142,7 +143,8 @@ class ShiftProbe:
                 probs[idx], _ = predict_probs(adapted, self._loader(idx), self.shared.device, cfg.train.amp, f"{prefix} {d}")
             rep.metrics.update(self.outcome(arm.test_labels, probs, arm.test_items, f"{prefix}.", seed))
         if cfg.shift.gradcam:
-            rep.gradcam = self.gradcam(model, layer, rep.metrics)
+            names = model.backbone.group_names  # of several groups read, the deepest's maps (the usual Grad-CAM layer)
+            rep.gradcam = self.gradcam(model, max(layer, key=names.index), rep.metrics)
         model.cpu().eval()
         return rep
 

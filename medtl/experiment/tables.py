@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medtl.models.transfer import layer_label
+
 TABLE_METRICS = ("auc", "acc", "balanced_acc", "sensitivity", "specificity", "f1", "ece")
 TEST_TIME = ("adabn", "tent")  # test-time methods (medtl.experiment.shift), as metric prefixes and `<arm>+<method>` lines
 
@@ -27,6 +29,9 @@ def results_table(arms: list[Any]) -> pd.DataFrame:
                                "val_auc": float(np.mean([a.val_auc for a in group]))}
         if len(group) > 1:
             row["val_auc_std"] = sd([a.val_auc for a in group])
+        if "cv.val_auc" in group[0].metrics:  # cross-validated: the mean over folds and its std (means over seeds)
+            row["cv_val_auc"] = m("cv.val_auc")
+            row["cv_val_auc_std"] = m("cv.val_auc_std")
         for k in TABLE_METRICS:
             row[f"test_{k}"] = m(f"test_{k}")
             row[f"test_{k}_ci"] = (m(f"test_{k}_ci_low"), m(f"test_{k}_ci_high"))
@@ -48,7 +53,7 @@ def sweep_table(arms: list[Any]) -> pd.DataFrame:
         group = [a for a in arms if a.strategy == name and a.sweep]
         for layer in group[0].sweep or {}:
             aucs = [a.sweep[layer]["val_auc"] for a in group if a.sweep and layer in a.sweep]
-            chosen = sum((a.build.get("layer") or a.model.backbone.group_names[-1]) == layer for a in group)
+            chosen = sum(layer_label(a.build.get("layer"), a.model.backbone.group_names) == layer for a in group)
             rows.append({"strategy": name, "layer": layer, "dim": int(group[0].sweep[layer]["dim"]),
                          "val_auc": float(np.mean(aucs)), "val_auc_std": float(np.std(aucs, ddof=1)) if len(aucs) > 1 else float("nan"),
                          "chosen": f"{chosen}/{len(group)}"})

@@ -10,6 +10,7 @@ again.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +18,9 @@ from torch import nn
 
 from medtl.errors import ConfigError
 from medtl.models.registry import BackboneSpec, InputSpec, get_backbone, input_spec
+
+Layer = str | Sequence[str] | None
+"""What a head reads: one layer group, several (their pooled features concatenated), or null (the last)."""
 
 
 class GroupedBackbone(nn.Module):
@@ -38,14 +42,20 @@ class GroupedBackbone(nn.Module):
     def group_names(self) -> list[str]:
         return list(self.stages.keys())
 
-    def forward(self, x: torch.Tensor, layer: str | None = None) -> torch.Tensor:
-        last = self.group_names[-1]
-        layer = layer or last
+    def forward(self, x: torch.Tensor, layer: Layer = None) -> torch.Tensor:
+        """The pooled output of ``layer`` (null: the last group); of several groups, concatenated in
+        the order given. Stages past the deepest one asked for never run."""
+        names = self.group_names
+        wanted = read_layers(layer, names)
+        last, out = names[-1], {}
         for name, stage in self.stages.items():
             x = stage(x)
-            if name == layer:
-                return self.neck(x) if name == last else self.pool(x)
-        raise ConfigError("layer", f"unknown layer group '{layer}' (groups: {', '.join(self.group_names)})")
+            if name in wanted:
+                out[name] = self.neck(x) if name == last else self.pool(x)
+                if len(out) == len(wanted):
+                    return concat_features(out, wanted)
+        raise ConfigError("layer", f"unknown layer group(s) {[g for g in wanted if g not in names]} "
+                                   f"(groups: {', '.join(names)})")
 
     def forward_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Pooled features of every stage in one pass (layer sweeps, CKA)."""
@@ -55,6 +65,26 @@ class GroupedBackbone(nn.Module):
             x = stage(x)
             out[name] = self.neck(x) if name == last else self.pool(x)
         return out
+
+
+def read_layers(layer: Layer, names: Sequence[str]) -> tuple[str, ...]:
+    """The groups ``layer`` names, as a tuple (null: the last of ``names``)."""
+    if layer is None:
+        return (names[-1],)
+    return (layer,) if isinstance(layer, str) else tuple(layer)
+
+
+def layer_label(layer: Layer, names: Sequence[str]) -> str:
+    """A layer choice's name in tables and runs: the group, ``a-b`` for several (MLflow metric names allow no
+    ``+``), ``concat`` for every group."""
+    read = read_layers(layer, names)
+    return "concat" if len(read) > 1 and read == tuple(names) else "-".join(read)
+
+
+def concat_features(feats: Mapping[str, torch.Tensor], layers: Sequence[str]) -> torch.Tensor:
+    """The head's input from per-group pooled features (``forward_all``, the feature cache): one group's
+    as it is, several concatenated along the feature axis in the order of ``layers``."""
+    return feats[layers[0]] if len(layers) == 1 else torch.cat([feats[g] for g in layers], 1)
 
 
 def make_head(in_features: int, num_classes: int, kind: str = "linear") -> nn.Module:
@@ -96,13 +126,19 @@ def build_backbone(name: str, pretrained: bool = True, spec: InputSpec | None = 
 
 
 class TransferModel(nn.Module):
-    """Backbone + head. ``layer`` picks which stage's pooled output the head reads."""
+    """Backbone + head. ``layer`` picks which stage's pooled output the head reads (a list: several
+    stages' concatenated, the frozen arm's ``layer: concat``)."""
 
-    def __init__(self, backbone: GroupedBackbone, head: nn.Module, layer: str | None = None) -> None:
+    def __init__(self, backbone: GroupedBackbone, head: nn.Module, layer: Layer = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
-        self.layer = layer
+        self.layer = layer if layer is None or isinstance(layer, str) else list(layer)
+
+    @property
+    def read_layers(self) -> tuple[str, ...]:
+        """The groups whose pooled features the head reads, in the order it reads them."""
+        return read_layers(self.layer, self.backbone.group_names)
 
     @property
     def spec(self) -> InputSpec:
@@ -118,21 +154,21 @@ class TransferModel(nn.Module):
     def groups(self) -> OrderedDict[str, nn.Module]:
         """Trainable units shallow to deep, ending with ``head``; groups past ``layer`` are unused."""
         names = self.backbone.group_names
-        used = names[: names.index(self.layer) + 1] if self.layer else names
-        out: OrderedDict[str, nn.Module] = OrderedDict((n, self.backbone.stages[n]) for n in used)
-        if not self.layer or self.layer == names[-1]:
+        deepest = max(names.index(g) for g in self.read_layers)
+        out: OrderedDict[str, nn.Module] = OrderedDict((n, self.backbone.stages[n]) for n in names[: deepest + 1])
+        if deepest == len(names) - 1:
             out[names[-1]] = nn.ModuleList([self.backbone.stages[names[-1]], self.backbone.neck])
         out["head"] = self.head
         return out
 
 
 def create_model(
-    name: str, num_classes: int, pretrained: bool = True, head: str = "linear", layer: str | None = None,
+    name: str, num_classes: int, pretrained: bool = True, head: str = "linear", layer: Layer = None,
     spec: InputSpec | None = None,
 ) -> tuple[TransferModel, BuiltBackbone]:
     built = build_backbone(name, pretrained, spec)
-    layer_name = layer or built.backbone.group_names[-1]
-    if layer_name not in built.feature_dims:
-        raise ConfigError("layer", f"unknown layer group '{layer}' for {name} (groups: {', '.join(built.feature_dims)})")
-    model = TransferModel(built.backbone, make_head(built.feature_dims[layer_name], num_classes, head), layer)
+    layers = read_layers(layer, built.backbone.group_names)
+    if unknown := [g for g in layers if g not in built.feature_dims]:
+        raise ConfigError("layer", f"unknown layer group(s) {unknown} for {name} (groups: {', '.join(built.feature_dims)})")
+    model = TransferModel(built.backbone, make_head(sum(built.feature_dims[g] for g in layers), num_classes, head), layer)
     return model, built

@@ -47,7 +47,7 @@ def arm_artifacts(arm: ArmResult, comparison: Comparison, tags: dict[str, str], 
     out.figures = {"plots/confusion_matrix.png": plots.confusion(arm.test_labels, arm.test_probs, data.classes, title),
                    "plots/roc.png": plots.roc(arm.test_labels, arm.test_probs, data.classes, title),
                    "plots/calibration.png": plots.calibration(arm.test_labels, arm.test_probs, title)}
-    if arm.fit.history:
+    if arm.fit.history and "train_loss" in arm.fit.history[0]:  # an ensemble trains nothing: no curves
         out.figures["plots/learning_curves.png"] = plots.learning_curves(arm.fit.history, title)
     if arm.shift is not None:  # the shift analysis of this run (its numbers are already in arm.metrics)
         source, targets = source_target(comparison.config, data)

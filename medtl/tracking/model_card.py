@@ -53,6 +53,17 @@ def _counts(data: Any) -> str:
     return "\n".join(lines)
 
 
+def _selected(arm: Any) -> str:
+    """How the weights were chosen (an ensemble: its members), and the test-time flips the model applies."""
+    build = getattr(arm, "build", None) or {}
+    flips = f"; test-time flips {build['tta']} (probabilities averaged with the unflipped image's)" if build.get("tta") else ""
+    if "members" in build:
+        members = ", ".join(f"`{m['strategy']}` seed {m['seed']}" + (f" (flips {m['tta']})" if m.get("tta") else "")
+                            for m in build["members"])
+        return f"- Ensemble of {len(build['members'])} chosen on validation (mean probability): {members}; validation AUC {arm.val_auc:.3f}"
+    return f"- Selected at epoch {arm.fit.best_epoch + 1} by validation AUC {arm.val_auc:.3f}{flips}"
+
+
 def model_card(arm: Any, comparison: Any, tags: dict[str, str], run_id: str | None = None) -> str:
     """The card for one arm's model, from its comparison (config, data, metrics, provenance tags)."""
     cfg, data, spec = comparison.config, comparison.data, arm.model.spec
@@ -98,14 +109,14 @@ def model_card(arm: Any, comparison: Any, tags: dict[str, str], run_id: str | No
         ARRAY_RULES,
         "",
         "## Model",
-        f"- Backbone: `{arm.model.backbone.name}`, pretrained weights `{arm.weights_id}` (sha256 `{arm.weights_sha256 or 'random init'}`)",
+        f"- Backbone: `{arm.build.get('backbone') or arm.model.backbone.name}`, pretrained weights `{arm.weights_id}` (sha256 `{arm.weights_sha256 or 'random init'}`)",
         f"- Transfer strategy: `{arm.strategy}` (kind `{arm.kind}`"
         + (f", head `{arm.build['head']}`" if arm.build.get("head") else "") + ")",
         f"- Input: {spec.channels} x {spec.size} x {spec.size}, mean {list(spec.mean)}, std {list(spec.std)}, "
         f"{spec.interpolation} resize ({spec.source})",
         f"- Preprocessing: intensity `{pp.intensity}`, window `{window}`, slice rule `{pp.slice_rule}`"
         + (f", modality assumed `{pp.assume_modality}` when a file does not say" if pp.assume_modality else ""),
-        f"- Selected at epoch {arm.fit.best_epoch + 1} by validation AUC {arm.val_auc:.3f}",
+        _selected(arm),
         "",
         "## Data",
         f"- Source: {'curated manifest' if cfg.data.manifest is not None else 'MedMNIST npz'}, "

@@ -43,18 +43,26 @@ ENTRY_POINT = Path(__file__).with_name("pyfunc_model.py")
 OUTPUT_COLUMNS = ("label", "error")
 
 
-def model_meta(model: Any, classes: list[str], preprocess: PreprocessConfig, head: str, strategy: str) -> dict[str, Any]:
-    """What rebuilds ``model`` and its preprocessing; the backbone and input spec are read from the model."""
-    return {
+def model_meta(model: Any, classes: list[str], preprocess: PreprocessConfig, head: str, strategy: str,
+               build: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What rebuilds ``model`` and its preprocessing; the backbone and input spec are read from the model.
+
+    ``build`` (an ``ArmResult``'s): its test-time flips (``tta``) and, for an ensemble, its ``members`` (each
+    ``backbone, head, layer, spec, tta, strategy, seed``); the weights file then holds every member's.
+    """
+    build = build or {}
+    first = model.members[0] if "members" in build else model
+    meta = {
         "format": 1,
-        "backbone": model.backbone.name,
+        "backbone": first.backbone.name,
         "classes": list(classes),
         "head": head,
-        "layer": model.layer,
-        "input_spec": model.spec.as_dict(),
+        "layer": None if "members" in build else model.layer,
+        "input_spec": first.spec.as_dict(),
         "preprocess": preprocess.model_dump(mode="json"),
         "strategy": strategy,
     }
+    return {**meta, **{k: build[k] for k in ("tta", "members") if build.get(k)}}
 
 
 def save_model_files(folder: Path, model: torch.nn.Module, meta: dict[str, Any]) -> dict[str, str]:
@@ -72,17 +80,18 @@ class MedtlClassifier:
     """
 
     def __init__(self, meta: dict[str, Any], state_dict: dict[str, torch.Tensor], limits: Limits | None = None) -> None:
-        from medtl.models.transfer import create_model
+        from medtl.models.averaging import build_members
 
         self.meta = meta
         self.classes = list(meta["classes"])
         self.preprocess = PreprocessConfig.model_validate(meta["preprocess"])
         self.limits = limits or Limits()
-        self.model, _ = create_model(meta["backbone"], len(self.classes), pretrained=False, head=meta["head"], layer=meta["layer"],
-                                     spec=InputSpec.from_dict(meta["input_spec"]))  # the logged spec, not the registry's
-        self.spec = self.model.spec
-        self.model.load_state_dict(state_dict)
-        self.model.eval()
+        # one member (a plain arm: its own weights file, as ever) or an ensemble's every member, each with its flips
+        self.network = build_members(meta.get("members") or [{**meta, "spec": meta["input_spec"]}], len(self.classes))
+        self.network.load_state_dict(state_dict if "members" in meta else {f"members.0.{k}": v for k, v in state_dict.items()})
+        self.network.eval()
+        self.spec = InputSpec.from_dict(meta["input_spec"])  # the logged spec, not the registry's
+        self.model = self.network if "members" in meta else self.network.members[0]  # a single arm's network itself
 
     def _prepare(self, src: Any) -> torch.Tensor:
         """One scan to a backbone input, on one torch thread (as DataLoader workers preprocess: a scan's
@@ -113,7 +122,8 @@ class MedtlClassifier:
 
     @torch.no_grad()
     def _forward(self, xs: list[torch.Tensor]) -> np.ndarray:
-        return torch.softmax(self.model(torch.stack(xs)), dim=1).numpy()
+        x = torch.stack(xs)  # a plain arm's own logits (bit-identical to before), else the members' mean probability
+        return torch.softmax(self.model(x) if self.network.tta == [()] else self.network(x), dim=1).numpy()
 
     def predict_proba(self, inputs: Sequence[Any], batch_size: int = 16) -> np.ndarray:
         """Probabilities ``(n, classes)``; the first unreadable scan raises a ``ScanError`` naming it."""

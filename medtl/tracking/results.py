@@ -134,7 +134,9 @@ def outcome_lines(comparison: Any, uri: str) -> list[str]:
     tie = [s for s, v in val.items() if s != best and abs(v - val[best]) < 1e-9]
     why = (f"tied on validation AUC with {', '.join(tie)}, chosen on its lower validation loss" if tie
            else "the highest mean validation AUC")
-    lines = [f"best: {best} (validation AUC {val[best]:.3f}" + (f"; others: {', '.join(others)}" if others else "")
+    sel = comparison.config.selection
+    how = f"mean validation AUC over {sel.folds} folds of train+val" if sel.method == "cv" else "validation AUC"
+    lines = [f"best: {best} ({how} {val[best]:.3f}" + (f"; others: {', '.join(others)}" if others else "")
              + f"): {why}; the test set never chooses"]
     reg = comparison.registry
     if reg:

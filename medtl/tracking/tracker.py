@@ -230,6 +230,11 @@ class MlflowTracker:
         self._catch_up_epochs(run_id, arm.fit.history, "")
         if arm.probe is not None:
             self._catch_up_epochs(run_id, arm.probe.history, "probe.")
+        if arm.cv is not None:  # cross-validated: ``fit`` above is the mean over folds; each fold's and the refit's curves
+            for i, f in enumerate(arm.cv.folds):
+                self._catch_up_epochs(run_id, f.history, f"fold{i}.")
+            if arm.cv.refit is not None:  # nothing held out: its rows carry train_loss and rates, no validation
+                self._catch_up_epochs(run_id, [{k: v for k, v in r.items() if v == v} for r in arm.cv.refit.history], "refit.")
         final = {("best_val_auc" if k == "val_auc" else k): v for k, v in arm.metrics.items()}
         final.update({"best_epoch": arm.fit.best_epoch, "train_seconds": arm.seconds})
         self._log_metrics(run_id, {k: v for k, v in final.items() if k not in run.data.metrics})
@@ -241,7 +246,7 @@ class MlflowTracker:
             for partial in c.search_logged_models([self.experiment_id], filter_string=f"source_run_id = '{run_id}'"):
                 c.delete_logged_model(partial.model_id)  # an upload cut short last time
             cfg = comparison.config
-            meta = model_meta(arm.model, data.classes, cfg.preprocess, arm.build["head"], arm.strategy)
+            meta = model_meta(arm.model, data.classes, cfg.preprocess, arm.build["head"], arm.strategy, arm.build)
             uri = log_classifier(run_id, arm.model, meta, card, pip_requirements(),
                                  tags={STRATEGY: arm.strategy, "medtl.seed": str(arm.seed), COMPARISON_TAG: self.parent_id or ""})
             model_id = uri.removeprefix("models:/")

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from medtl.hashing import json_sha256
+from medtl.models.averaging import views
 from medtl.models.transfer import GroupedBackbone
 from medtl.progress import track
 from medtl.training.loop import autocast
@@ -41,13 +42,14 @@ class FeatureCache:
         return Path(self.root) / f"{key}.pt"
 
     def get_or_extract(self, key: str, backbone: GroupedBackbone, loader: DataLoader, device: torch.device,
-                       amp: bool = True, description: str = "extracting features", channels_last: bool = True) -> Features:
+                       amp: bool = True, description: str = "extracting features", channels_last: bool = True,
+                       flip: str | None = None) -> Features:
         p = self.path(key)
         if p.is_file():
             self.hits.append(key)
             return torch.load(p, map_location="cpu", weights_only=True)
         self.misses.append(key)
-        out = extract_features(backbone, loader, device, amp, description, channels_last)
+        out = extract_features(backbone, loader, device, amp, description, channels_last, flip)
         if not self.write:
             return out
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -59,12 +61,13 @@ class FeatureCache:
 
 @torch.no_grad()
 def extract_features(backbone: GroupedBackbone, loader: DataLoader, device: torch.device, amp: bool = True,
-                     description: str = "extracting features", channels_last: bool = True) -> Features:
+                     description: str = "extracting features", channels_last: bool = True, flip: str | None = None) -> Features:
     """Pooled features of every layer group, in loader order (bf16 autocast on CUDA; channels_last
     on any device, where oneDNN's NHWC convolutions also run faster on the CPU).
 
     Written into tensors allocated once for the whole split: collecting per-batch pieces and
     concatenating them held every feature twice at the end (measured in benchmarks/bench_memory.py).
+    ``flip``: the features of each image's flipped copy (a test-time view, ``medtl.models.averaging.FLIPS``).
     """
     backbone.eval().to(device)
     if channels_last:
@@ -75,6 +78,8 @@ def extract_features(backbone: GroupedBackbone, loader: DataLoader, device: torc
     at = 0
     for batch in track(loader, description, total=len(loader)):
         x = batch["image"].to(device, non_blocking=True)
+        if flip is not None:
+            x = views(x, [flip])[1]
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):

@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from medtl.metrics.classification import auc_score
 from medtl.progress import track
 from medtl.training.distributed import SINGLE, DistContext, ddp, gather_rows, global_sum, synced_batchnorm
 from medtl.training.extra_loss import ExtraLoss, Step, endless, images
+from medtl.training.mixing import BatchMixer
 from medtl.training.schedule import HEAD, Schedule
 
 
@@ -47,6 +48,11 @@ class FitOptions:
     description: str = "training"
     # under torchrun: the loaders are this rank's (medtl.training.distributed.distributed_loader)
     dist: DistContext = SINGLE
+    # a refit (cross-validation chose the epoch count elsewhere): train this many epochs of the schedule,
+    # validate never, keep the last weights; None: validate every epoch and keep the best
+    refit_epochs: int | None = None
+    label_smoothing: float = 0.0  # of the training loss's targets; validation loss is on the plain labels
+    mixup: BatchMixer | None = None  # mixes each training batch (train.mixup); None: off
 
 
 @dataclass
@@ -56,6 +62,9 @@ class FitResult:
     best_val_auc: float
     stopped_early: bool
     resumed_from: int | None = None
+    # validation probabilities and labels at the kept epoch (what an ensemble chooses its members on)
+    val_probs: np.ndarray | None = None
+    val_labels: np.ndarray | None = None
 
     @property
     def best_val_loss(self) -> float:
@@ -159,15 +168,32 @@ def predict_probs(model: nn.Module, loader: DataLoader, device: torch.device, am
     return torch.cat(probs).numpy(), torch.cat(labels).numpy()
 
 
-def _global_mean_loss(logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None, dist: DistContext,
+def _global_mean_loss(logits: torch.Tensor, y: torch.Tensor, loss_fn: nn.CrossEntropyLoss, dist: DistContext,
                       device: torch.device) -> tuple[torch.Tensor, float, int]:
     """This rank's share of the global batch's (class-weighted) mean loss, scaled so that DDP's
     gradient average over ranks is exactly the one-process gradient; also the global batch's mean
-    loss and size, for the epoch's ``train_loss``."""
-    local = nn.functional.cross_entropy(logits, y, weight=weight, reduction="sum")
-    w = float(weight[y].sum()) if weight is not None else float(len(y))
+    loss and size, for the epoch's ``train_loss``. ``y``: class indices, or soft targets (mixup)."""
+    local = nn.functional.cross_entropy(logits, y, weight=loss_fn.weight, reduction="sum", label_smoothing=loss_fn.label_smoothing)
+    w = _target_weight(y, loss_fn.weight)
     loss_sum, w_sum, n = global_sum([float(local.detach()), w, float(len(y))], dist, device)
     return local * (dist.world_size / w_sum), loss_sum / w_sum, int(n)
+
+
+def _target_weight(y: torch.Tensor, weight: torch.Tensor | None) -> float:
+    """What a batch's class-weighted summed loss is divided by: its targets' weights, as torch's mean does for
+    class indices. Soft targets (mixup) get the same sum, not torch's batch size, so a mixed batch's loss is
+    exactly lambda * loss(labels) + (1 - lambda) * loss(paired labels), the mixup criterion, weights included."""
+    if weight is None:
+        return float(len(y))
+    return float(weight[y].sum()) if y.ndim == 1 else float((y @ weight).sum())
+
+
+def _mean_loss(logits: torch.Tensor, y: torch.Tensor, loss_fn: nn.CrossEntropyLoss) -> torch.Tensor:
+    """The batch's (class-weighted, smoothed) mean loss; ``y``: class indices (torch's own mean), or soft targets."""
+    if y.ndim == 1:
+        return loss_fn(logits, y)
+    total = nn.functional.cross_entropy(logits, y, weight=loss_fn.weight, reduction="sum", label_smoothing=loss_fn.label_smoothing)
+    return total / _target_weight(y, loss_fn.weight)
 
 
 def _empty_batch(loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
@@ -216,8 +242,13 @@ def fit(
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     target: Iterable[Any] | None = None,
     extra: ExtraLoss | None = None,
+    evaluate: nn.Module | None = None,
 ) -> FitResult:
-    """Train ``model`` by ``schedule``; on return the model holds its best-validation weights.
+    """Train ``model`` by ``schedule``; on return the model holds its best-validation weights (with
+    ``opts.refit_epochs``: its weights after that many epochs, ``val_loader`` never read).
+
+    ``evaluate``: what validation scores, when it is not ``model`` itself (``model`` averaged over
+    test-time flips, ``medtl.models.averaging``); it must share ``model``'s parameters.
 
     ``target``: unlabelled target batches, cycled alongside the source batches and handed to ``extra``
     (``medtl.training.extra_loss``), whose named losses join the classification loss. Both default to
@@ -246,10 +277,12 @@ def fit(
             optim.add_param_group({"params": extra_params, "lr": schedule.lr[HEAD], "name": "extra"})
             lambdas.append(lambda step: lr_factor(schedule, HEAD, step, steps))
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambdas)
-    loss_fn = nn.CrossEntropyLoss(weight=None if opts.class_weights is None else opts.class_weights.to(device))
+    loss_fn = nn.CrossEntropyLoss(weight=None if opts.class_weights is None else opts.class_weights.to(device),
+                                  label_smoothing=opts.label_smoothing)
 
     history: list[dict[str, float]] = []
     best_state: dict[str, torch.Tensor] | None = None
+    best_val: tuple[np.ndarray, np.ndarray] | None = None
     best_epoch, bad_epochs, start, resumed = -1, 0, 0, None
     if checkpoint is not None and (state := checkpoint.load()) is not None:
         model.load_state_dict(state["model"])
@@ -259,15 +292,18 @@ def fit(
         sched.load_state_dict(state["scheduler"])
         best_state, best_epoch = state["best_state"], state["best_epoch"]
         bad_epochs, history = state["bad_epochs"], state["history"]
+        best_val = None if state.get("best_val") is None else (state["best_val"][0].numpy(), state["best_val"][1].numpy())
         start = resumed = state["epoch"] + 1
     best = selection_score(history[best_epoch]) if best_epoch >= 0 else (-math.inf, -math.inf)
 
     stopped = False
     dist = opts.dist
+    refit = opts.refit_epochs is not None
+    epochs = min(opts.refit_epochs, schedule.epochs) if opts.refit_epochs is not None else schedule.epochs
     net, wrapped_for = model, None  # under torchrun: the DDP wrapper of the current trainable set
     with synced_batchnorm(model, dist), rng_restored(device):
-        for epoch in range(start, schedule.epochs):
-            if opts.patience is not None and bad_epochs >= opts.patience:
+        for epoch in range(start, epochs):
+            if not refit and opts.patience is not None and bad_epochs >= opts.patience:
                 stopped = True
                 break
             seed_everything(opts.seed * 1_000_003 + epoch)
@@ -288,7 +324,9 @@ def fit(
             for i, batch in enumerate(track(train_loader, f"{opts.description} epoch {epoch + 1}/{schedule.epochs}",
                                             total=len(train_loader))):
                 x, y = _xy(batch) if batch is not None else _empty_batch(train_loader)
+                x, soft = opts.mixup(x, y) if opts.mixup is not None else (x, None)
                 x, y = _to_device(x, device, channels_last), y.to(device, non_blocking=True)
+                y_loss = y if soft is None else soft.to(device, non_blocking=True)  # what the loss compares with
                 with autocast(device, opts.amp):
                     if extra is not None:
                         xt = None if targets is None else _to_device(images(next(targets)), device, channels_last)
@@ -297,9 +335,9 @@ def fit(
                     else:
                         logits, extra_losses = (net if dist.active else model)(x), {}
                     if dist.active:
-                        loss, batch_loss, n = _global_mean_loss(logits.float(), y, loss_fn.weight, dist, device)
+                        loss, batch_loss, n = _global_mean_loss(logits.float(), y_loss, loss_fn, dist, device)
                     else:
-                        loss = loss_fn(logits.float(), y)
+                        loss = _mean_loss(logits.float(), y_loss, loss_fn)
                         batch_loss, n = float(loss.detach()), len(y)
                     for name, value in extra_losses.items():
                         loss = loss + value
@@ -312,33 +350,49 @@ def fit(
                 sched.step()
                 total += batch_loss * n
                 count += n
-            probs, labels = predict_probs(model, val_loader, device, opts.amp, "validating", dist)
-            val_loss = float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels).long(),
-                                                    weight=None if opts.class_weights is None else opts.class_weights.cpu()))
-            val_auc = auc_score(labels, probs)
+            if refit:  # nothing held out: the schedule's epoch count is the choice
+                val_loss = val_auc = float("nan")
+            else:
+                probs, labels = predict_probs(evaluate or model, val_loader, device, opts.amp, "validating", dist)
+                val_loss, val_auc = validation_scores(probs, labels, opts.class_weights)
             row = {"epoch": float(epoch), "train_loss": total / max(count, 1), "val_loss": val_loss, "val_auc": val_auc,
                    "unfrozen_groups": float(len([g for g in trainable if g != HEAD]))}
             row.update({f"lr.{g}": peak[g] for g in names})
             row.update({f"{name}_loss": v / max(count, 1) for name, v in extra_sums.items()})
             history.append(row)
-            if selection_score(row) > best:
+            if refit:
+                best_epoch = epoch  # the weights in the model, kept as they are
+            elif selection_score(row) > best:
                 best, best_epoch, bad_epochs = selection_score(row), epoch, 0
                 best_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+                best_val = probs, labels
             else:
                 bad_epochs += 1
             if checkpoint is not None:
                 checkpoint.save({"epoch": epoch, "model": model.state_dict(), "optimizer": optim.state_dict(),
                                  "scheduler": sched.state_dict(), "best_state": best_state, "best_epoch": best_epoch,
                                  "bad_epochs": bad_epochs, "history": history,
+                                 "best_val": None if best_val is None else [torch.as_tensor(a) for a in best_val],
                                  **({"extra": extra.state_dict()} if extra is not None else {})})
             if on_epoch is not None:
                 on_epoch(epoch, row)
-    if best_state is not None:
+    if best_state is not None and not refit:
         model.load_state_dict(best_state)
     if channels_last:
         model.to(memory_format=torch.contiguous_format)
     best_auc = history[best_epoch]["val_auc"] if best_epoch >= 0 else float("nan")
-    return FitResult(history, best_epoch, float(best_auc), stopped, resumed)
+    return FitResult(history, best_epoch, float(best_auc), stopped, resumed, *(best_val or (None, None)))
+
+
+def probs_loss(probs: np.ndarray, labels: np.ndarray, class_weights: torch.Tensor | None = None) -> float:
+    """The (class-weighted) cross-entropy of probabilities: the validation loss of ``fit`` and of an ensemble."""
+    return float(nn.functional.nll_loss(torch.log(torch.as_tensor(probs).clamp_min(1e-12)), torch.as_tensor(labels).long(),
+                                        weight=None if class_weights is None else class_weights.cpu()))
+
+
+def validation_scores(probs: np.ndarray, labels: np.ndarray, class_weights: torch.Tensor | None) -> tuple[float, float]:
+    """An epoch's validation loss (class-weighted like training's) and AUC (MedMNIST's definition)."""
+    return probs_loss(probs, labels, class_weights), auc_score(labels, probs)
 
 
 def selection_score(row: dict[str, float]) -> tuple[float, float]:
@@ -358,7 +412,8 @@ def _reseed_loader(loader: DataLoader, seed: int) -> None:
     gen = getattr(loader, "generator", None)
     if gen is not None:
         gen.manual_seed(seed)
-    transform = getattr(loader.dataset, "transform", None)
+    ds = loader.dataset
+    transform = getattr(ds.dataset if isinstance(ds, Subset) else ds, "transform", None)  # a fold is a Subset
     if hasattr(transform, "set_random_state"):
         transform.set_random_state(seed=seed % 2**32)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from medtl.config import FullConfig, ProgressiveConfig, ScratchConfig, SurgicalConfig, TrainConfig
 from medtl.errors import ConfigError
+from medtl.models.averaging import with_tta
 from medtl.models.transfer import TransferModel, make_head
 from medtl.training.extra_loss import ExtraLoss
 from medtl.training.loop import FitResult, fit, predict_probs, seed_everything
@@ -53,8 +54,8 @@ class FineTuning(Strategy):
         schedule = self.schedule(tuple(groups), arm.train)
         result = fit(model, groups, schedule, arm.data.loader(self.train_split(arm), train=True, seed=arm.seed, shard=True),
                      arm.data.loader("val", shard=True), arm.opts, arm.data.checkpointer(arm.folder / "model"), arm.on_epoch,
-                     self.target_stream(arm), self.extra_loss(arm, model))
-        probs, labels = predict_probs(model, arm.data.loader("test", shard=True), arm.data.device, arm.train.amp, "testing",
+                     self.target_stream(arm), self.extra_loss(arm, model), with_tta(model, self.config.tta))
+        probs, labels = predict_probs(with_tta(model, self.config.tta), arm.data.loader("test", shard=True), arm.data.device, arm.train.amp, "testing",
                                       arm.data.ctx)
         return Trained(model, result, probs, labels, probe=probe)
 

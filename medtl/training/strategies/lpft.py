@@ -7,6 +7,8 @@ are not torn up by a random head's first gradients.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from medtl.config import LpFtConfig, TrainConfig
 from medtl.models.transfer import TransferModel
 from medtl.training.loop import FitResult
@@ -32,8 +34,10 @@ class LpFt(FineTuning):
 def linear_probe(arm: Arm, model: TransferModel, epochs: int) -> FitResult:
     """The probe of LP-FT: ``model``'s head fitted on the last group's cached ImageNet features at the head
     rate (the ``frozen`` arm's training), so fine-tuning starts from a head that already fits; its curves are
-    ``Trained.probe``. Adaptation kinds with ``probe_epochs`` start the same way."""
+    ``Trained.probe``. Adaptation kinds with ``probe_epochs`` start the same way. In a refit (cross-validation
+    chose the fine-tuning epochs) the whole probe runs and its end is kept."""
     feats = {sp: arm.data.features_for(arm.built, arm.seed, sp) for sp in ("train", "val")}
     schedule = head_only((HEAD,), epochs, arm.train.head_lr, arm.train.schedule)
-    return frozen.fit_head(model.head, feats, arm.built.backbone.group_names[-1], schedule, arm.opts,
+    opts = arm.opts if arm.opts.refit_epochs is None else replace(arm.opts, refit_epochs=epochs)
+    return frozen.fit_head(model.head, feats, arm.built.backbone.group_names[-1], schedule, opts,
                            arm.data.checkpointer(arm.folder / "probe"), None, arm.train.batch_size)
