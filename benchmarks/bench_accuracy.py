@@ -552,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
                     save()
                     if i or j:
                         continue  # levers: on the first backbone and numerics only
-                    names = [st["name"] for st in trained_strategies(cfg_path)]
+                    names = [st.name for st in load_config(cfg_path, ov).trained]  # the arms after --set
                     for lever in chosen:
                         lov = [*ov, *expand_lever(levers_def[lever], names)]
                         lrun, _ = run_target(t, cfg_path, args, name, lov, workdir, lever=lever)

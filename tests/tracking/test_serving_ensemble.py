@@ -37,6 +37,7 @@ def test_a_logged_ensemble_answers_over_rest_with_every_members_mean(tmp_path: P
 
     from medtl.tracking.provenance import pip_requirements
     from medtl.tracking.pyfunc import log_classifier, model_meta
+    from medtl.tracking.store import connect
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -48,7 +49,7 @@ def test_a_logged_ensemble_answers_over_rest_with_every_members_mean(tmp_path: P
             if p.ndim == 2:
                 p.mul_(20)
     meta = model_meta(model, CLASSES, PP, "ensemble", "ens", {"members": members})
-    client = MlflowClient()
+    client = MlflowClient(connect())  # this test's store, whatever store an earlier test in the process connected
     run = client.create_run(client.create_experiment("ens"))
     uri = log_classifier(run.info.run_id, model, meta, "# card\n", pip_requirements(), tags={})
     client.set_terminated(run.info.run_id)
