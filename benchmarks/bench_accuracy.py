@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._common import MEDMNIST, RESULTS, header, load_average, markdown_table, write_section  # noqa: E402
 from medtl import api  # noqa: E402
 from medtl.experiment.results import ArmResult, Comparison, pick_best  # noqa: E402
-from medtl.metrics.classification import _ResampleStats  # noqa: E402
+from medtl.metrics.classification import paired_bootstrap_delta  # noqa: E402
 from medtl.experiment.run import run_folder  # noqa: E402
 from medtl.config import ExperimentConfig, load_config  # noqa: E402
 from medtl.models.registry import get_backbone  # noqa: E402
@@ -340,25 +340,7 @@ def paired_delta(base: list[ArmResult], lever: list[ArmResult], n: int, seed: in
     y = base[0].test_labels
     if any(len(a.test_labels) != len(y) or not np.array_equal(a.test_labels, y) for a in [*base, *lever]):
         raise SystemExit("bench_accuracy: the lever's test split differs from the config's: not an ablation")
-    stats = [[_ResampleStats(y, a.test_probs) for a in side] for side in (base, lever)]
-    full = np.ones((1, len(y)))
-    point = {k: float(np.mean([s.metrics(full, [k])[k][0] for s in stats[1]]) - np.mean([s.metrics(full, [k])[k][0] for s in stats[0]]))
-             for k in ("auc", "acc")}
-    rng = np.random.default_rng(seed)
-    draws: dict[str, list[np.ndarray]] = {"auc": [], "acc": []}
-    chunk = max(1, min(n, 2**24 // (8 * len(y))))
-    for start in range(0, n, chunk):
-        counts = np.stack([np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)) for _ in range(min(chunk, n - start))]).astype(float)
-        per_side = [[s.metrics(counts, ["auc", "acc"]) for s in side] for side in stats]
-        for k, parts in draws.items():
-            parts.append(np.mean([m[k] for m in per_side[1]], axis=0) - np.mean([m[k] for m in per_side[0]], axis=0))
-    out = {}
-    for k, parts in draws.items():
-        v = np.concatenate(parts)
-        v = v[np.isfinite(v)]
-        low, high = (np.quantile(v, 0.025), np.quantile(v, 0.975)) if len(v) else (np.nan, np.nan)
-        out[k] = (point[k], float(low), float(high))
-    return out
+    return paired_bootstrap_delta(y, [a.test_probs for a in base], [a.test_probs for a in lever], n, seed)
 
 
 def ablation_rows(target: Target, base: Run | None, levers: list[Run], levers_def: dict[str, list[str]], n_boot: int) -> list[list[Any]]:

@@ -6,7 +6,8 @@ import torch
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 from torchmetrics.functional.classification import multiclass_calibration_error
 
-from medtl.metrics.classification import NAMES, auc_score, bootstrap_ci, classification_metrics, predicted_labels
+from medtl.metrics.classification import (NAMES, acc_score, auc_score, bootstrap_ci, classification_metrics, paired_bootstrap_delta,
+                                          predicted_labels)
 from medtl.metrics.summary import summarize
 
 
@@ -140,3 +141,24 @@ def test_vectorised_bootstrap_equals_metrics_of_each_resample(k: int, ties: bool
         got = bootstrap_ci(y, p, groups, n=200, seed=7)
         for name in NAMES:
             assert got[name] == pytest.approx(want[name], abs=1e-12), name
+
+
+def test_paired_bootstrap_delta_equals_a_plain_loop_over_the_same_resamples() -> None:
+    """The paired interval from resample counts equals resampling indices and scoring each side with the
+    plain metrics; the same scans score both sides, so an arm against itself differs by exactly zero."""
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(3), 15)
+    noisy = lambda s: np.eye(3)[y] + rng.random((45, 3)) * s  # noqa: E731
+    base, other = [noisy(2.0), noisy(2.0)], [noisy(0.7)]
+    got = paired_bootstrap_delta(y, base, other, n=60, seed=5)
+    draw = np.random.default_rng(5)
+    diffs = {"auc": [], "acc": []}
+    for _ in range(60):
+        idx = draw.integers(0, len(y), len(y))
+        for k, score in (("auc", auc_score), ("acc", acc_score)):
+            diffs[k].append(np.mean([score(y[idx], p[idx]) for p in other]) - np.mean([score(y[idx], p[idx]) for p in base]))
+    for k, score in (("auc", auc_score), ("acc", acc_score)):
+        point = np.mean([score(y, p) for p in other]) - np.mean([score(y, p) for p in base])
+        assert got[k][0] == pytest.approx(point, abs=1e-12)
+        assert got[k][1:] == pytest.approx((np.quantile(diffs[k], 0.025), np.quantile(diffs[k], 0.975)), abs=1e-12)
+    assert paired_bootstrap_delta(y, base, base, n=30) == {"auc": (0.0, 0.0, 0.0), "acc": (0.0, 0.0, 0.0)}
