@@ -56,13 +56,10 @@ class NullTracker:
     def finish(self, comparison: Comparison) -> None: ...
 
 
-def check_target_data(cfg: ExperimentConfig, data: DataBundle) -> None:
-    """Arms that learn from the target site need its training scans: say so before any work."""
+def check_data(cfg: ExperimentConfig, data: DataBundle) -> None:
+    """Every arm's needs of the data (``Strategy.check_data``), before the first arm trains."""
     for s in cfg.trained:
-        if strategy_for(s).uses_target and not data.splits.get("target"):
-            raise ConfigError(f"strategies.{s.name}", f"{s.kind} needs the target site's training scans, and there are none: "
-                              "set data.source_domains (a manifest's other domains' train rows become the target) or "
-                              "data.corruptions.train_per_domain (MedMNIST-C)")
+        strategy_for(s).check_data(data)
 
 
 def run_folder(cfg: ExperimentConfig, root: Path | None = None) -> Path:
@@ -140,7 +137,7 @@ def compare(cfg: ExperimentConfig, tracker: Tracker | None = None, resume: bool 
     tracker = tracker if tracker is not None and ctx.is_main else NullTracker()
     device = ctx.device(cfg.train.device) if ctx.active else resolve_device(cfg.train.device)
     data = load_data(cfg.data, cfg.train.seed)
-    check_target_data(cfg, data)
+    check_data(cfg, data)
     folds: dict[int, list[Fold]] = {}  # cross-validation's, per seed: cut (or refused) before any work
     if cfg.selection.method == "cv":
         folds = {seed: cv_folds(data, cfg.selection.folds, seed) for seed in cfg.train.all_seeds}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,6 +53,17 @@ def fold_linear(scaler: StandardScaler, coef: np.ndarray, intercept: np.ndarray,
 _MODERN = {k: v for k, v in {"l1_ratios": (0.0,), "use_legacy_attributes": False}.items()
            if k in inspect.signature(LogisticRegressionCV).parameters}
 SCORING = {"auc": ("roc_auc", "roc_auc_ovr"), "log_loss": ("neg_log_loss", "neg_log_loss")}  # (binary, multi-class)
+
+
+def check_logreg_folds(rows: Sequence[dict[str, Any]], classes: Sequence[str], setting: str) -> None:
+    """Refuse training rows in which a class has fewer than two patients: C could not be cross-validated."""
+    patients: list[set[str]] = [set() for _ in classes]
+    for r in rows:
+        patients[int(r["label"])].add(str(r["patient"]))
+    fewest = min(range(len(classes)), key=lambda c: len(patients[c]))
+    if len(patients[fewest]) < 2:
+        raise ConfigError(setting, f"class '{classes[fewest]}' has {len(patients[fewest])} patient(s) in the training "
+                                   "split: too few to cross-validate C (use head linear)")
 
 
 def fit_logreg(x: torch.Tensor, y: torch.Tensor, num_classes: int, patients: Sequence[str] | None = None,

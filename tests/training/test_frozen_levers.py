@@ -145,3 +145,27 @@ def test_a_logreg_concat_sweep_is_tracked_registered_and_served(marker_data, mlf
     paths = [it["path"] for it in comp.data.splits["test"]]
     out = served.predict(pd.DataFrame({"path": paths}))
     np.testing.assert_allclose(out[list(comp.data.classes)].to_numpy(float), arm.test_probs, atol=1e-5)
+
+
+def test_a_logreg_arm_without_patients_to_fold_is_refused_before_the_first_arm(marker_data, tmp_path, monkeypatch) -> None:
+    """A class with one patient in the training split cannot cross-validate C: the comparison says so once
+    the data is read, before the arm listed first trains."""
+    import pandas as pd
+
+    from medtl.experiment import run
+
+    monkeypatch.chdir(tmp_path)
+    rows = pd.read_csv(marker_data)
+    marker_train = rows[(rows["split"] == "train") & (rows["label"] == "marker")]
+    keep = marker_train["patient_id"].iloc[0]
+    rows = rows.drop(marker_train.index[marker_train["patient_id"] != keep])  # one 'marker' patient left in train
+    manifest = tmp_path / "manifest.csv"
+    rows.to_csv(manifest, index=False)
+    trained = []
+    real = run.train_one
+    monkeypatch.setattr(run, "train_one", lambda s, *a, **k: trained.append(s.name) or real(s, *a, **k))
+    cfg = tiny_config(manifest, strategies=[{"name": "full", "epochs": 1},
+                                            {"name": "frozen", "head": "logreg", "logreg_folds": 2}])
+    with pytest.raises(ConfigError, match=r"strategies\.frozen\.logreg_folds.*class 'marker' has 1 patient"):
+        compare(load_config(cfg))
+    assert trained == []

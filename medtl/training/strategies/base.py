@@ -94,6 +94,15 @@ class Strategy:
         """Raise the ``ConfigError`` this arm would meet on a backbone with ``groups`` (preflight, before any arm runs)."""
         self.schedule((*groups, HEAD), train)
 
+    def check_data(self, data: Any) -> None:
+        """Raise the ``ConfigError`` this arm would meet on the comparison's data (a ``DataBundle``: ``splits`` of
+        rows with ``label`` and ``patient``, ``classes``), once it is read and before any arm runs: an arm that
+        cannot train on it must not let the arms before it run for nothing."""
+        if self.uses_target and not data.splits.get("target"):
+            raise ConfigError(f"strategies.{self.config.name}", f"{self.kind} needs the target site's training scans, and "
+                              "there are none: set data.source_domains (a manifest's other domains' train rows become the "
+                              "target) or data.corruptions.train_per_domain (MedMNIST-C)")
+
 
 _KINDS: dict[str, type[Strategy]] = {}
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -24,7 +25,7 @@ from medtl.models.averaging import HeadOverViews
 from medtl.models.transfer import Layer, TransferModel, concat_features, layer_label, make_head, read_layers
 from medtl.training.distributed import SINGLE
 from medtl.training.feature_cache import Features
-from medtl.training.logreg import fit_logreg
+from medtl.training.logreg import check_logreg_folds, fit_logreg
 from medtl.training.loop import (Checkpointer, FitOptions, FitResult, fit, seed_everything, selection_score,
                                  validation_scores)
 from medtl.training.schedule import HEAD, Schedule, head_only
@@ -105,6 +106,11 @@ class Frozen(Strategy):
     def check(self, groups: tuple[str, ...], train: TrainConfig) -> None:
         super().check(groups, train)
         sweep_layers(self.config, list(groups))
+
+    def check_data(self, data: Any) -> None:
+        super().check_data(data)
+        if self.config.head == "logreg":  # its C is cross-validated on the training split's patients
+            check_logreg_folds(data.splits["train"], data.classes, f"strategies.{self.config.name}.logreg_folds")
 
     def schedule(self, groups: tuple[str, ...], train: TrainConfig) -> Schedule:
         return head_only((HEAD,), self.epochs(train), self.config.lr or train.head_lr, train.schedule)
