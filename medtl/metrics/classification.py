@@ -21,7 +21,7 @@ same inputs, and the paired interval equal to a plain loop over resampled indice
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 
 import numpy as np
@@ -159,18 +159,25 @@ def bootstrap_ci(
         draw = lambda: rng.integers(0, len(y), len(y))  # noqa: E731
     stats = _ResampleStats(y, probs)
     samples: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    chunk = max(1, min(n, 2**24 // (8 * len(y))))  # resamples per pass: ~16 MiB of counts
-    for start in range(0, n, chunk):
-        counts = np.stack([np.bincount(draw(), minlength=len(y)) for _ in range(min(chunk, n - start))]).astype(np.float64)
+    for counts in _count_batches(draw, n, len(y)):
         for k, v in stats.metrics(counts, names).items():
             samples[k].append(v)
+    return {k: _percentiles(parts, level) for k, parts in samples.items()}
+
+
+def _count_batches(draw: Callable[[], np.ndarray], n: int, size: int) -> Iterator[np.ndarray]:
+    """``n`` resamples as per-scan counts, (resamples, scans), a batch at a time (~16 MiB of counts each)."""
+    chunk = max(1, min(n, 2**24 // (8 * size)))
+    for start in range(0, n, chunk):
+        yield np.stack([np.bincount(draw(), minlength=size) for _ in range(min(chunk, n - start))]).astype(np.float64)
+
+
+def _percentiles(parts: Sequence[np.ndarray], level: float) -> tuple[float, float]:
+    """The central ``level`` percentile interval of the finite values (a resample with an undefined metric is left out)."""
+    v = np.concatenate(parts) if len(parts) else np.array([])
+    v = v[np.isfinite(v)]
     alpha = (1 - level) / 2
-    out = {}
-    for k, parts in samples.items():
-        v = np.concatenate(parts)
-        v = v[np.isfinite(v)]
-        out[k] = (float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))) if len(v) else (float("nan"), float("nan"))
-    return out
+    return (float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))) if len(v) else (float("nan"), float("nan"))
 
 
 class _ResampleStats:
@@ -238,20 +245,10 @@ def paired_bootstrap_delta(y: np.ndarray, base: Sequence[np.ndarray], other: Seq
     point = {k: float(v[0]) for k, v in delta(np.ones((1, len(y)))).items()}
     rng = np.random.default_rng(seed)
     draws: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    chunk = max(1, min(n, 2**24 // (8 * len(y))))
-    for start in range(0, n, chunk):
-        counts = np.stack([np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y))
-                           for _ in range(min(chunk, n - start))]).astype(np.float64)
+    for counts in _count_batches(lambda: rng.integers(0, len(y), len(y)), n, len(y)):
         for k, v in delta(counts).items():
             draws[k].append(v)
-    alpha = (1 - level) / 2
-    out = {}
-    for k, parts in draws.items():
-        v = np.concatenate(parts) if parts else np.array([])
-        v = v[np.isfinite(v)]
-        low, high = (float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))) if len(v) else (float("nan"), float("nan"))
-        out[k] = (point[k], low, high)
-    return out
+    return {k: (point[k], *_percentiles(parts, level)) for k, parts in draws.items()}
 
 
 def _groups(labels: np.ndarray, size: int, weight: np.ndarray | None = None) -> sparse.csr_matrix:
